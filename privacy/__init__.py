@@ -1,0 +1,80 @@
+"""Cohort's privacy layer: float updates <-> integers for the secure sum, discrete noise,
+accountants, the per-site privacy ledger, round mechanisms and DP-SGD with Opacus.
+
+The public API is ``__all__``; modules whose names start with ``_`` are internal.
+"""
+
+from __future__ import annotations
+
+from .accountants import Accountant, PrivacyAccountant, compute_epsilon
+from .dpsgd import DPTrainingResult, train_with_dp
+from .encoding import (
+    EncodingConfig,
+    Encoder,
+    Rounding,
+    WeightedSumCodec,
+    centre_lift,
+    plan_encoding,
+    wrap_rate,
+)
+from .errors import BudgetExceeded, InvalidUpdate, LedgerError, UnsupportedEvent
+from .events import (
+    DiscreteGaussianEvent,
+    GaussianEvent,
+    PrivacyEvent,
+    SkellamEvent,
+    event_from_dict,
+    event_from_json,
+    event_to_dict,
+    event_to_json,
+)
+from .ledger import Budget, LedgerEntry, SiteLedger
+from .mechanisms import Mechanism, RoundPrivacy
+from .noise import (
+    NoiseKind,
+    discrete_gaussian_pmf,
+    discrete_gaussian_variance,
+    sample_discrete_gaussian,
+    sample_discrete_gaussian_exact,
+    sample_skellam,
+)
+from .randomness import RandomSource
+
+__all__ = [
+    "Accountant",
+    "Budget",
+    "BudgetExceeded",
+    "DPTrainingResult",
+    "DiscreteGaussianEvent",
+    "Encoder",
+    "EncodingConfig",
+    "GaussianEvent",
+    "InvalidUpdate",
+    "LedgerEntry",
+    "LedgerError",
+    "Mechanism",
+    "NoiseKind",
+    "PrivacyAccountant",
+    "PrivacyEvent",
+    "RandomSource",
+    "RoundPrivacy",
+    "Rounding",
+    "SiteLedger",
+    "SkellamEvent",
+    "UnsupportedEvent",
+    "WeightedSumCodec",
+    "centre_lift",
+    "compute_epsilon",
+    "discrete_gaussian_pmf",
+    "discrete_gaussian_variance",
+    "event_from_dict",
+    "event_from_json",
+    "event_to_dict",
+    "event_to_json",
+    "plan_encoding",
+    "sample_discrete_gaussian",
+    "sample_discrete_gaussian_exact",
+    "sample_skellam",
+    "train_with_dp",
+    "wrap_rate",
+]

@@ -1,0 +1,200 @@
+"""``python -m secagg bench``: time one SecAgg+ round against this machine's own AES-CTR speed.
+
+Clients and server are the real state machines; messages stream one at a time from each client
+to the server (so the server never holds more than one masked vector besides its accumulator).
+Each party's compute is timed separately. The PRG floor is what the server's mask expansion alone
+costs as raw AES-128-CTR ``update_into`` on this machine, measured in the same run on exactly the
+number of mask vectors the server had to expand, so ``server_seconds / prg_floor_seconds`` is a
+ratio that the machine's speed and load cancel out of.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from .client import SecAggClient
+from .config import RoundConfig
+from .hazmat.prg import MaskGenerator, word_dtype
+from .params import DEFAULT_CORRUPT_RATE, choose_parameters, required_modulus_bits
+from .server import SecAggServer
+
+__all__ = ["BenchConfig", "run_bench", "prg_floor_seconds"]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    clients: int = 100
+    dim: int = 100_000
+    dropout: float = 0.1
+    neighbors: int | None = None
+    threshold: int | None = None
+    input_bits: int = 16
+    modulus_bits: int | None = None
+    malicious: bool = False
+    seed: int = 0
+    memory: bool = False
+    progress: bool = True
+
+
+def prg_floor_seconds(vectors: int, dim: int, modulus_bits: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of ``vectors`` raw AES-128-CTR expansions of ``dim`` words."""
+    gen = MaskGenerator(dim, modulus_bits)
+    keys = [os.urandom(16) for _ in range(min(vectors, 256))]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(vectors):
+            gen.expand(keys[i % len(keys)])
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.total = 0.0
+
+    def __call__(self, fn: Callable, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.total += time.perf_counter() - start
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress is a nicety; the bench itself needs only numpy
+        return None
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, unit="client")
+
+
+def run_bench(cfg: BenchConfig) -> dict:
+    n = cfg.clients
+    modulus_bits = cfg.modulus_bits or required_modulus_bits(n, cfg.input_bits)
+    if modulus_bits < required_modulus_bits(n, cfg.input_bits):
+        raise SystemExit(f"--modulus-bits {modulus_bits} is too small for {n} inputs of "
+                         f"{cfg.input_bits} bits")
+    params = choose_parameters(n, neighbors=cfg.neighbors, threshold=cfg.threshold,
+                               dropout_rate=max(cfg.dropout, 0.01),
+                               corrupt_rate=DEFAULT_CORRUPT_RATE, malicious=cfg.malicious)
+    rng = np.random.default_rng(cfg.seed)  # bench inputs only; never used for masks or keys
+    config = RoundConfig(round_id=os.urandom(32), clients=tuple(range(n)), dim=cfg.dim,
+                         modulus_bits=modulus_bits, neighbors=params.neighbors,
+                         threshold=params.threshold, malicious=cfg.malicious)
+    dropped = set(rng.choice(n, size=int(round(cfg.dropout * n)), replace=False).tolist())
+    bases = [rng.integers(0, 1 << cfg.input_bits, cfg.dim, dtype=np.uint64)
+             .astype(word_dtype(modulus_bits)) for _ in range(4)]
+
+    identities = directory = None
+    if cfg.malicious:
+        identities = {c: Ed25519PrivateKey.generate() for c in range(n)}
+        directory = {c: k.public_key() for c, k in identities.items()}
+    clients = {c: SecAggClient(c, config, identity=identities and identities[c],
+                               directory=directory) for c in range(n)}
+    server = SecAggServer(config, directory=directory)
+    client_clock = {c: _Clock() for c in range(n)}
+    server_clock = _Clock()
+    stage_seconds: dict[str, float] = {}
+    upload = {c: 0 for c in range(n)}
+    peak = 0
+
+    def to_server(c: int, message: bytes) -> None:
+        nonlocal peak
+        upload[c] += len(message)
+        if cfg.memory:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+        server_clock(server.receive, message)
+        if cfg.memory:
+            peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
+
+    def close(stage: str) -> dict[int, bytes]:
+        nonlocal peak
+        before_total = server_clock.total
+        if cfg.memory:
+            tracemalloc.reset_peak()
+            before = tracemalloc.get_traced_memory()[0]
+        out = server_clock(server.close_stage)
+        if cfg.memory:
+            peak = max(peak, tracemalloc.get_traced_memory()[1] - before)
+        stage_seconds[stage] = stage_seconds.get(stage, 0.0) + server_clock.total - before_total
+        return out
+
+    def stage(name: str, outgoing: dict[int, bytes] | None, act) -> dict[int, bytes]:
+        bar = _progress(n, name, cfg.progress)
+        before_total = server_clock.total
+        for c in range(n):
+            if bar is not None:
+                bar.update()
+            if outgoing is not None and c not in outgoing:
+                continue
+            if name == "masked_input" and c in dropped:
+                continue
+            message = client_clock[c](act, clients[c], None if outgoing is None else outgoing[c])
+            to_server(c, message)
+        if bar is not None:
+            bar.close()
+        stage_seconds[name] = server_clock.total - before_total
+        return close(name)
+
+    if cfg.memory:
+        tracemalloc.start()
+    try:
+        out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
+        out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
+        out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
+        if cfg.malicious:
+            out = stage("consistency_check", out, lambda cl, m: cl.consistency_check(m))
+        stage("unmask", out, lambda cl, m: cl.unmask(m))
+    finally:
+        if cfg.memory:
+            tracemalloc.stop()
+    result = server.result
+    survivors = sorted(result.included)
+    expected = np.zeros(cfg.dim, dtype=np.uint64)
+    for c in survivors:
+        expected += bases[c % 4]
+    expected &= np.uint64((1 << modulus_bits) - 1) if modulus_bits < 64 else np.uint64(2**64 - 1)
+    correct = bool(np.array_equal(result.aggregate.astype(np.uint64), expected))
+
+    alive = set(survivors)
+    prg_vectors = len(survivors) + sum(len(server.neighbors[d] & alive) for d in sorted(dropped))
+    floor = prg_floor_seconds(prg_vectors, cfg.dim, modulus_bits)
+    client_times = [client_clock[c].total for c in survivors]
+    upload_mean = sum(upload[c] for c in survivors) / len(survivors)
+    report = {
+        "clients": n,
+        "dim": cfg.dim,
+        "neighbors": config.neighbors,
+        "threshold": config.threshold,
+        "dropout": cfg.dropout,
+        "dropped": len(dropped),
+        "input_bits": cfg.input_bits,
+        "modulus_bits": modulus_bits,
+        "malicious": cfg.malicious,
+        "client_seconds": sum(client_times) / len(client_times),
+        "client_seconds_max": max(client_times),
+        "server_seconds": server_clock.total,
+        "server_stage_seconds": stage_seconds,
+        "upload_bytes_per_client": upload_mean,
+        "expansion": upload_mean / (cfg.dim * cfg.input_bits / 8),
+        "server_prg_vectors": prg_vectors,
+        "prg_floor_seconds": floor,
+        "server_over_prg_floor": server_clock.total / floor,
+        "correct": correct,
+    }
+    if cfg.memory:
+        report["server_peak_bytes"] = peak
+        report["server_peak_bytes_per_dim"] = peak / cfg.dim
+    return report

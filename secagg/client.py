@@ -1,0 +1,317 @@
+"""The client side of a SecAgg+ round: a pure state machine (messages in, messages out).
+
+A client holds two ephemeral X25519 key pairs (``c`` for the encrypted channel to each
+neighbour, ``s`` for the pairwise masks) and a 256-bit self-mask seed ``b``. It Shamir-shares ``b``
+and the private half of ``s`` among its neighbours and itself, masks its input with the self mask
+and with one pairwise mask per live neighbour, and finally reveals, for each neighbour, the share
+of ``b`` if that neighbour survived or the share of ``s`` if it dropped — never both, and only
+once. Any sign that the server is cheating (a bad signature, a survivor also listed as dropped,
+too few survivors, a share that fails to decrypt) aborts the client with
+:class:`~secagg.errors.ProtocolAbort` and wipes its secrets.
+
+No method does I/O or reads a clock; ``os.urandom``/``secrets`` are the only sources of secrets.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import struct
+from collections.abc import Mapping
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .config import RoundConfig, effective_degree
+from .errors import InvalidInput, InvalidMessage, ProtocolAbort
+from .graph import graph_seed, harary_neighbors
+from .hazmat import crypto, shamir
+from .hazmat.packing import pack
+from .hazmat.prg import MaskGenerator, word_dtype
+from .messages import (
+    Advertise,
+    ConsistencyRequest,
+    ConsistencySignature,
+    Delivery,
+    Kind,
+    MaskedInput,
+    Roster,
+    Shares,
+    ShareKind,
+    UnmaskRequest,
+    UnmaskShares,
+    SHARE_PLAINTEXT_BYTES,
+    decode,
+)
+from .stages import Stage
+
+__all__ = ["ClientState", "SecAggClient", "advertise_payload", "consistency_payload",
+           "seed_commitment", "share_associated_data"]
+
+_U32 = struct.Struct(">I")
+SEED_BYTES = 32
+
+
+class ClientState(enum.Enum):
+    NEW = "new"
+    AWAIT_ROSTER = Stage.SHARE_KEYS.value
+    AWAIT_DELIVERY = Stage.MASKED_INPUT.value
+    AWAIT_CONSISTENCY = Stage.CONSISTENCY_CHECK.value
+    AWAIT_UNMASK = Stage.UNMASK.value
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+def advertise_payload(config: RoundConfig, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
+    return config.tag + _U32.pack(client) + c_pk + s_pk
+
+
+def consistency_payload(config: RoundConfig, survivors: tuple[int, ...]) -> bytes:
+    return config.tag + b"".join(_U32.pack(c) for c in survivors)
+
+
+def seed_commitment(config: RoundConfig, client: int, seed: bytes) -> bytes:
+    return hashlib.sha256(b"cohort/secagg/v1/seed-commitment\x00" + config.tag
+                          + _U32.pack(client) + seed).digest()
+
+
+def share_associated_data(config: RoundConfig, sender: int, recipient: int) -> bytes:
+    return b"cohort/secagg/v1/share\x00" + config.tag + _U32.pack(sender) + _U32.pack(recipient)
+
+
+class SecAggClient:
+    """One client's side of one round.
+
+    ``identity`` (the client's provisioned Ed25519 key) and ``directory`` (every client's identity
+    public key) are required in malicious-server mode, where keys and survivor lists are signed.
+    """
+
+    def __init__(self, client_id: int, config: RoundConfig, *,
+                 identity: Ed25519PrivateKey | None = None,
+                 directory: Mapping[int, Ed25519PublicKey] | None = None) -> None:
+        if client_id not in config.clients:
+            raise InvalidInput("client id is not part of this round")
+        if config.malicious and (identity is None or directory is None):
+            raise InvalidInput("malicious-server mode needs an identity key and a key directory")
+        self.id = client_id
+        self.config = config
+        self._identity = identity
+        self._directory = dict(directory) if directory is not None else None
+        self.state = ClientState.NEW
+        self._c: crypto.KeyPair | None = None
+        self._s: crypto.KeyPair | None = None
+        self._seed: bytes | None = None
+        self._mask_keys: dict[int, bytes] = {}
+        self._neighbors: frozenset[int] = frozenset()
+        self._own_shares: tuple[int, int] | None = None
+        self._held: dict[int, tuple[int, int]] = {}  # neighbour -> (share of b, share of s)
+        self._survivor_view: tuple[int, ...] | None = None
+        self._channel: dict[int, bytes] = {}
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _expect(self, state: ClientState) -> None:
+        if self.state is ClientState.ABORTED:
+            raise ProtocolAbort("this client has aborted the round", stage=state.value)
+        if self.state is not state:
+            raise InvalidMessage(f"client is in state {self.state.value}, not {state.value}")
+
+    def _abort(self, reason: str, stage: Stage) -> ProtocolAbort:
+        self.wipe()
+        self.state = ClientState.ABORTED
+        return ProtocolAbort(reason, stage=stage.value)
+
+    def wipe(self) -> None:
+        """Drop every secret this client holds."""
+        self._c = self._s = None
+        self._seed = None
+        self._mask_keys = {}
+        self._own_shares = None
+        self._held = {}
+        self._channel = {}
+
+    @property
+    def neighbors(self) -> frozenset[int]:
+        return self._neighbors
+
+    # -- stage 0 ---------------------------------------------------------------------------
+    def advertise_keys(self) -> bytes:
+        self._expect(ClientState.NEW)
+        self._c, self._s = crypto.KeyPair(), crypto.KeyPair()
+        signature = None
+        if self._identity is not None:
+            signature = crypto.sign(self._identity, b"advertise",
+                                    advertise_payload(self.config, self.id, self._c.public,
+                                                      self._s.public))
+        self.state = ClientState.AWAIT_ROSTER
+        return Advertise(self.id, self._c.public, self._s.public, signature).encode(self.config)
+
+    # -- stage 1 ---------------------------------------------------------------------------
+    def share_keys(self, message: bytes) -> bytes:
+        self._expect(ClientState.AWAIT_ROSTER)
+        roster: Roster = decode(message, self.config, Kind.ROSTER)
+        config = self.config
+        entries = {e.client: e for e in roster.entries}
+        mine = entries.get(self.id)
+        if mine is None or mine.channel_key != self._c.public or mine.mask_key != self._s.public:
+            raise self._abort("the roster does not carry this client's keys", Stage.SHARE_KEYS)
+        if len(entries) < config.threshold:
+            raise self._abort("fewer clients than the threshold advertised keys",
+                              Stage.SHARE_KEYS)
+        if config.malicious:
+            for e in roster.entries:
+                public = self._directory.get(e.client)
+                try:
+                    if public is None or e.signature is None:
+                        raise InvalidMessage("signature check failed")
+                    crypto.verify(public, e.signature, b"advertise",
+                                  advertise_payload(config, e.client, e.channel_key, e.mask_key))
+                except InvalidMessage:
+                    raise self._abort("a roster entry is not signed by its client's identity",
+                                      Stage.SHARE_KEYS) from None
+        seed = graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
+                                       for e in roster.entries))
+        degree = effective_degree(config, len(entries))
+        neighbors = harary_neighbors(seed, entries, degree, self.id)
+        if len(neighbors) + 1 < config.threshold:
+            raise self._abort("too few neighbours to reach the threshold", Stage.SHARE_KEYS)
+        # Every check passed: now derive secrets and change state.
+        try:
+            channel = {v: self._c.exchange(entries[v].channel_key) for v in neighbors}
+            self._mask_keys = {v: crypto.pairwise_mask_key(self._s.exchange(entries[v].mask_key),
+                                                           config.tag, self.id, v)
+                               for v in neighbors}
+        except InvalidMessage:
+            raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
+        self._neighbors = neighbors
+        self._seed = os.urandom(SEED_BYTES)
+        order = sorted(neighbors) + [self.id]
+        xs = [v + 1 for v in order]
+        b_shares = shamir.split(int.from_bytes(self._seed, "big"), config.threshold, xs)
+        s_shares = shamir.split(int.from_bytes(self._s.private_bytes(), "big"),
+                                config.threshold, xs)
+        self._own_shares = (b_shares[-1], s_shares[-1])
+        sealed = []
+        for v, b_share, s_share in zip(order[:-1], b_shares, s_shares):
+            key = crypto.channel_key(channel[v], config.tag, self.id, v)
+            plaintext = (_U32.pack(self.id) + _U32.pack(v) + shamir.encode_share(b_share)
+                         + shamir.encode_share(s_share))
+            sealed.append((v, crypto.seal(key, plaintext,
+                                          share_associated_data(config, self.id, v))))
+        self._channel = channel
+        self.state = ClientState.AWAIT_DELIVERY
+        return Shares(self.id, seed_commitment(config, self.id, self._seed),
+                      tuple(sealed)).encode(config)
+
+    # -- stage 2 ---------------------------------------------------------------------------
+    def masked_input(self, message: bytes, values: np.ndarray) -> bytes:
+        self._expect(ClientState.AWAIT_DELIVERY)
+        config = self.config
+        x = self._check_input(values)
+        delivery: Delivery = decode(message, config, Kind.DELIVERY)
+        if delivery.recipient != self.id:
+            raise InvalidMessage("delivery is addressed to another client")
+        held: dict[int, tuple[int, int]] = {}
+        for sender, sealed in delivery.sealed:
+            if sender not in self._neighbors:
+                raise self._abort("the server delivered a share from a non-neighbour",
+                                  Stage.MASKED_INPUT)
+            key = crypto.channel_key(self._channel[sender], config.tag, sender, self.id)
+            try:
+                plaintext = crypto.open_sealed(key, sealed,
+                                               share_associated_data(config, sender, self.id))
+                if len(plaintext) != SHARE_PLAINTEXT_BYTES or plaintext[:8] != (
+                        _U32.pack(sender) + _U32.pack(self.id)):
+                    raise InvalidMessage("decryption failed")
+                held[sender] = (shamir.decode_share(plaintext[8:74]),
+                                shamir.decode_share(plaintext[74:]))
+            except (InvalidMessage, ValueError):
+                raise self._abort("a share failed its integrity check", Stage.MASKED_INPUT) from None
+        if len(held) + 1 < config.threshold:
+            raise self._abort("too few live neighbours to reach the threshold", Stage.MASKED_INPUT)
+        prg = MaskGenerator(config.dim, config.modulus_bits)
+        y = x.copy()
+        prg.add(y, crypto.self_mask_key(self._seed, config.tag, self.id))
+        for v in sorted(held):
+            if self.id < v:
+                prg.add(y, self._mask_keys[v])
+            else:
+                prg.subtract(y, self._mask_keys[v])
+        self._held = held
+        self._mask_keys = {}
+        self._channel = {}
+        self.state = (ClientState.AWAIT_CONSISTENCY if config.malicious
+                      else ClientState.AWAIT_UNMASK)
+        return MaskedInput(self.id, pack(y, config.modulus_bits)).encode(config)
+
+    def _check_input(self, values: np.ndarray) -> np.ndarray:
+        config = self.config
+        x = np.asarray(values)
+        if x.ndim != 1 or x.shape[0] != config.dim:
+            raise InvalidInput(f"input must be a 1-D array of {config.dim} entries")
+        if x.dtype.kind not in "ui":
+            raise InvalidInput("input must have an integer dtype")
+        if x.size and (int(x.min()) < 0 or int(x.max()) >> config.modulus_bits):
+            raise InvalidInput(f"input entries must lie in [0, 2**{config.modulus_bits})")
+        return x.astype(word_dtype(config.modulus_bits))
+
+    # -- stage 3 (malicious-server mode) -----------------------------------------------------
+    def consistency_check(self, message: bytes) -> bytes:
+        self._expect(ClientState.AWAIT_CONSISTENCY)
+        request: ConsistencyRequest = decode(message, self.config, Kind.CONSISTENCY_REQUEST)
+        survivors = request.survivors
+        if self.id not in survivors:
+            raise self._abort("the server says this client dropped although it sent its input",
+                              Stage.CONSISTENCY_CHECK)
+        if len(survivors) < self.config.threshold:
+            raise self._abort("fewer survivors than the threshold", Stage.CONSISTENCY_CHECK)
+        signature = crypto.sign(self._identity, b"consistency",
+                                consistency_payload(self.config, survivors))
+        self._survivor_view = survivors
+        self.state = ClientState.AWAIT_UNMASK
+        return ConsistencySignature(self.id, signature).encode(self.config)
+
+    # -- stage 4 ---------------------------------------------------------------------------
+    def unmask(self, message: bytes) -> bytes:
+        self._expect(ClientState.AWAIT_UNMASK)
+        config = self.config
+        request: UnmaskRequest = decode(message, config, Kind.UNMASK_REQUEST)
+        survivors, dropped = set(request.survivors), set(request.dropped)
+        if survivors & dropped:
+            raise self._abort("the server listed a client both as survivor and as dropped",
+                              Stage.UNMASK)
+        if self.id not in survivors:
+            raise self._abort("the server says this client dropped although it sent its input",
+                              Stage.UNMASK)
+        if len(survivors) < config.threshold:
+            raise self._abort("fewer survivors than the threshold", Stage.UNMASK)
+        if config.malicious:
+            if request.survivors != self._survivor_view:
+                raise self._abort("the survivor list differs from the one this client signed",
+                                  Stage.UNMASK)
+            payload = consistency_payload(config, request.survivors)
+            signers = set()
+            for signer, signature in request.signatures:
+                public = self._directory.get(signer)
+                try:
+                    if public is None or signer not in survivors:
+                        raise InvalidMessage("signature check failed")
+                    crypto.verify(public, signature, b"consistency", payload)
+                except InvalidMessage:
+                    raise self._abort("a survivor-list signature is invalid", Stage.UNMASK) from None
+                signers.add(signer)
+            if len(signers) < config.threshold:
+                raise self._abort("fewer than threshold clients confirmed the survivor list",
+                                  Stage.UNMASK)
+        out: list[tuple[int, ShareKind, bytes]] = [
+            (self.id, ShareKind.SELF_MASK_SEED, shamir.encode_share(self._own_shares[0]))]
+        for v in sorted(self._held):
+            b_share, s_share = self._held[v]
+            if v in survivors:
+                out.append((v, ShareKind.SELF_MASK_SEED, shamir.encode_share(b_share)))
+            elif v in dropped:
+                out.append((v, ShareKind.MASK_KEY, shamir.encode_share(s_share)))
+        out.sort(key=lambda share: share[0])
+        self.wipe()
+        self.state = ClientState.DONE
+        return UnmaskShares(self.id, tuple(out)).encode(config)

@@ -1,0 +1,154 @@
+"""Key agreement, key derivation, authenticated encryption and signatures for one round.
+
+All primitives come from ``cryptography``: X25519 (RFC 7748), HKDF-SHA256 (RFC 5869), AES-GCM and
+Ed25519 (RFC 8032). Every derived key is bound by HKDF to the round tag and to the ordered pair of
+parties, with a label per purpose, so no key serves two purposes, two pairs or two rounds.
+Failures of decryption or verification raise :class:`~secagg.errors.InvalidMessage` with one fixed
+text: an attacker learns nothing about which check failed.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+
+from ..errors import InvalidMessage
+from .prg import MASK_KEY_BYTES
+
+__all__ = [
+    "KEY_BYTES",
+    "NONCE_BYTES",
+    "TAG_BYTES",
+    "SIGNATURE_BYTES",
+    "KeyPair",
+    "agree",
+    "hkdf",
+    "channel_key",
+    "pairwise_mask_key",
+    "self_mask_key",
+    "seal",
+    "open_sealed",
+    "sign",
+    "verify",
+    "public_bytes",
+    "load_public",
+]
+
+KEY_BYTES = 32
+NONCE_BYTES = 12
+TAG_BYTES = 16
+SIGNATURE_BYTES = 64
+_LABEL = b"cohort/secagg/v1/"
+_PAIR = struct.Struct(">II")
+
+
+class KeyPair:
+    """An ephemeral X25519 key pair; the private half never leaves this object except for Shamir
+    sharing through :meth:`private_bytes`."""
+
+    __slots__ = ("_private", "public")
+
+    def __init__(self, private: X25519PrivateKey | None = None) -> None:
+        self._private = private if private is not None else X25519PrivateKey.generate()
+        self.public = self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @classmethod
+    def from_private_bytes(cls, data: bytes) -> "KeyPair":
+        return cls(X25519PrivateKey.from_private_bytes(data))
+
+    def private_bytes(self) -> bytes:
+        return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+
+    def exchange(self, peer_public: bytes | X25519PublicKey) -> bytes:
+        return agree(self._private, peer_public)
+
+    def __repr__(self) -> str:  # never show the private key
+        return f"KeyPair(public={self.public.hex()[:16]}…)"
+
+
+def load_public(data: bytes) -> X25519PublicKey:
+    if len(data) != KEY_BYTES:
+        raise InvalidMessage("malformed public key")
+    try:
+        return X25519PublicKey.from_public_bytes(data)
+    except ValueError:
+        raise InvalidMessage("malformed public key") from None
+
+
+def agree(private: X25519PrivateKey, peer_public: bytes | X25519PublicKey) -> bytes:
+    """X25519; a low-order peer key (all-zero shared secret) is refused."""
+    peer = load_public(peer_public) if isinstance(peer_public, (bytes, bytearray)) else peer_public
+    try:
+        return private.exchange(peer)
+    except ValueError:
+        raise InvalidMessage("key agreement failed") from None
+
+
+def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def channel_key(shared: bytes, round_tag: bytes, sender: int, recipient: int) -> bytes:
+    """AES-256-GCM key for the one encrypted message ``sender`` sends ``recipient`` this round."""
+    return hkdf(shared, salt=round_tag, info=_LABEL + b"channel" + _PAIR.pack(sender, recipient),
+                length=KEY_BYTES)
+
+
+def pairwise_mask_key(shared: bytes, round_tag: bytes, a: int, b: int) -> bytes:
+    """AES-128 key of the mask shared by clients a and b (symmetric in a, b)."""
+    lo, hi = (a, b) if a < b else (b, a)
+    return hkdf(shared, salt=round_tag, info=_LABEL + b"pair-mask" + _PAIR.pack(lo, hi),
+                length=MASK_KEY_BYTES)
+
+
+def self_mask_key(seed: bytes, round_tag: bytes, client: int) -> bytes:
+    """AES-128 key of a client's self mask, from its 256-bit self-mask seed."""
+    return hkdf(seed, salt=round_tag, info=_LABEL + b"self-mask" + struct.pack(">I", client),
+                length=MASK_KEY_BYTES)
+
+
+def seal(key: bytes, plaintext: bytes, associated: bytes) -> bytes:
+    """AES-GCM with a fresh random 96-bit nonce, returned as nonce || ciphertext || tag."""
+    nonce = os.urandom(NONCE_BYTES)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, associated)
+
+
+def open_sealed(key: bytes, sealed: bytes, associated: bytes) -> bytes:
+    if len(sealed) < NONCE_BYTES + TAG_BYTES:
+        raise InvalidMessage("decryption failed")
+    try:
+        return AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], associated)
+    except InvalidTag:
+        raise InvalidMessage("decryption failed") from None
+
+
+def _signed_bytes(purpose: bytes, payload: bytes) -> bytes:
+    # The purpose is NUL-terminated, so it must not contain NUL: otherwise (b"a\x00b", b"") and
+    # (b"a", b"b\x00") would sign the same bytes.
+    if b"\x00" in purpose:
+        raise ValueError("a signature purpose must not contain NUL bytes")
+    return _LABEL + purpose + b"\x00" + payload
+
+
+def sign(identity: Ed25519PrivateKey, purpose: bytes, payload: bytes) -> bytes:
+    return identity.sign(_signed_bytes(purpose, payload))
+
+
+def verify(public: Ed25519PublicKey, signature: bytes, purpose: bytes, payload: bytes) -> None:
+    message = _signed_bytes(purpose, payload)
+    try:
+        public.verify(signature, message)
+    except InvalidSignature:
+        raise InvalidMessage("signature check failed") from None
+
+
+def public_bytes(identity: Ed25519PublicKey) -> bytes:
+    return identity.public_bytes(Encoding.Raw, PublicFormat.Raw)

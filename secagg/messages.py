@@ -1,0 +1,381 @@
+"""Typed, versioned protocol messages and their byte encoding.
+
+Every message starts with the same header: magic ``b"CSA"``, format version, message kind, the
+32-byte round tag and the sender id (the server is ``0xFFFFFFFF``). Decoding checks, before
+anything else is read, that the header names this round and the expected kind, and then that
+every count, length and id is within what the round's configuration allows, with no trailing
+bytes. Nothing is trusted because it parsed: the state machines still check who may say what.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+from .config import SERVER_ID, RoundConfig
+from .errors import InvalidMessage, StageError
+from .hazmat.crypto import KEY_BYTES, NONCE_BYTES, SIGNATURE_BYTES, TAG_BYTES
+from .hazmat.packing import packed_size
+from .hazmat.shamir import SHARE_BYTES
+
+__all__ = [
+    "MAGIC",
+    "HEADER_BYTES",
+    "VERSION",
+    "Kind",
+    "ShareKind",
+    "Advertise",
+    "RosterEntry",
+    "Roster",
+    "Shares",
+    "Delivery",
+    "MaskedInput",
+    "ConsistencyRequest",
+    "ConsistencySignature",
+    "UnmaskRequest",
+    "UnmaskShares",
+    "SHARE_PLAINTEXT_BYTES",
+    "SEALED_SHARE_BYTES",
+    "peek",
+    "decode",
+]
+
+MAGIC = b"CSA"
+VERSION = 1
+_HEADER = struct.Struct(">3sBB32sI")
+HEADER_BYTES = _HEADER.size
+_U32 = struct.Struct(">I")
+_U8 = struct.Struct(">B")
+COMMIT_BYTES = 32
+SHARE_PLAINTEXT_BYTES = 4 + 4 + 2 * SHARE_BYTES
+SEALED_SHARE_BYTES = NONCE_BYTES + SHARE_PLAINTEXT_BYTES + TAG_BYTES
+
+
+class Kind(enum.IntEnum):
+    ADVERTISE = 1
+    ROSTER = 2
+    SHARES = 3
+    DELIVERY = 4
+    MASKED_INPUT = 5
+    CONSISTENCY_REQUEST = 6
+    CONSISTENCY_SIGNATURE = 7
+    UNMASK_REQUEST = 8
+    UNMASK_SHARES = 9
+
+
+class ShareKind(enum.IntEnum):
+    SELF_MASK_SEED = 0  # share of b_u: revealed only for clients that sent their masked input
+    MASK_KEY = 1  # share of the mask private key s_u: revealed only for dropped clients
+
+
+class _Reader:
+    """Bounds-checked cursor over a message body."""
+
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes | memoryview, pos: int) -> None:
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise InvalidMessage("message is truncated")
+        out = bytes(self.data[self.pos:end])
+        self.pos = end
+        return out
+
+    def view(self, n: int) -> memoryview:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise InvalidMessage("message is truncated")
+        out = memoryview(self.data)[self.pos:end]
+        self.pos = end
+        return out
+
+    def u32(self) -> int:
+        return _U32.unpack(self.take(4))[0]
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def count(self, limit: int) -> int:
+        n = self.u32()
+        if n > limit:
+            raise InvalidMessage("message lists more entries than the round allows")
+        return n
+
+    def ids(self, limit: int, config: RoundConfig) -> tuple[int, ...]:
+        n = self.count(limit)
+        raw = self.take(4 * n)
+        out = struct.unpack(f">{n}I", raw)
+        _check_ids(out, config)
+        return out
+
+    def end(self) -> None:
+        if self.pos != len(self.data):
+            raise InvalidMessage("message has trailing bytes")
+
+
+def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
+    allowed = config.clients
+    if any(a >= b for a, b in zip(ids, ids[1:])):
+        raise InvalidMessage("id list is not strictly increasing")
+    known = set(allowed)
+    if any(i not in known for i in ids):
+        raise InvalidMessage("id list names a client outside the round")
+
+
+def _header(kind: Kind, config: RoundConfig, sender: int) -> bytes:
+    return _HEADER.pack(MAGIC, VERSION, kind, config.tag, sender)
+
+
+def _ids(ids: tuple[int, ...]) -> bytes:
+    return _U32.pack(len(ids)) + struct.pack(f">{len(ids)}I", *ids)
+
+
+def _signature(has: int, r: _Reader) -> bytes | None:
+    if has == 0:
+        return None
+    if has != 1:
+        raise InvalidMessage("malformed signature flag")
+    return r.take(SIGNATURE_BYTES)
+
+
+def _opt_sig(sig: bytes | None) -> bytes:
+    return b"\x00" if sig is None else b"\x01" + sig
+
+
+@dataclass(frozen=True)
+class Advertise:
+    sender: int
+    channel_key: bytes
+    mask_key: bytes
+    signature: bytes | None
+
+    kind = Kind.ADVERTISE
+
+    def encode(self, config: RoundConfig) -> bytes:
+        return (_header(self.kind, config, self.sender) + self.channel_key + self.mask_key
+                + _opt_sig(self.signature))
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Advertise":
+        c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
+        return cls(sender, c_pk, s_pk, _signature(r.u8(), r))
+
+
+@dataclass(frozen=True)
+class RosterEntry:
+    client: int
+    channel_key: bytes
+    mask_key: bytes
+    signature: bytes | None
+
+
+@dataclass(frozen=True)
+class Roster:
+    entries: tuple[RosterEntry, ...]
+
+    kind = Kind.ROSTER
+    sender = SERVER_ID
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, SERVER_ID), _U32.pack(len(self.entries))]
+        for e in self.entries:
+            parts.append(_U32.pack(e.client) + e.channel_key + e.mask_key + _opt_sig(e.signature))
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Roster":
+        n = r.count(config.n)
+        entries = []
+        for _ in range(n):
+            client = r.u32()
+            c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
+            entries.append(RosterEntry(client, c_pk, s_pk, _signature(r.u8(), r)))
+        _check_ids([e.client for e in entries], config)
+        return cls(tuple(entries))
+
+
+@dataclass(frozen=True)
+class Shares:
+    """A client's encrypted shares, one per neighbour, and its commitment to its self-mask seed."""
+
+    sender: int
+    commitment: bytes
+    sealed: tuple[tuple[int, bytes], ...]  # (recipient, nonce || ciphertext || tag)
+
+    kind = Kind.SHARES
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, self.sender), self.commitment,
+                 _U32.pack(len(self.sealed))]
+        parts.extend(_U32.pack(v) + ct for v, ct in self.sealed)
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Shares":
+        commitment = r.take(COMMIT_BYTES)
+        n = r.count(config.n - 1)
+        sealed = tuple((r.u32(), r.take(SEALED_SHARE_BYTES)) for _ in range(n))
+        _check_ids([v for v, _ in sealed], config)
+        return cls(sender, commitment, sealed)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The server forwards to one client the shares its live neighbours encrypted for it."""
+
+    recipient: int
+    sealed: tuple[tuple[int, bytes], ...]  # (sender, sealed share)
+
+    kind = Kind.DELIVERY
+    sender = SERVER_ID
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, SERVER_ID), _U32.pack(self.recipient),
+                 _U32.pack(len(self.sealed))]
+        parts.extend(_U32.pack(u) + ct for u, ct in self.sealed)
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Delivery":
+        recipient = r.u32()
+        n = r.count(config.n - 1)
+        sealed = tuple((r.u32(), r.take(SEALED_SHARE_BYTES)) for _ in range(n))
+        _check_ids([u for u, _ in sealed], config)
+        return cls(recipient, sealed)
+
+
+@dataclass(frozen=True)
+class MaskedInput:
+    sender: int
+    packed: bytes | memoryview  # config.dim entries at config.modulus_bits bits
+
+    kind = Kind.MASKED_INPUT
+
+    def encode(self, config: RoundConfig) -> bytes:
+        return _header(self.kind, config, self.sender) + bytes(self.packed)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "MaskedInput":
+        size = packed_size(config.dim, config.modulus_bits)
+        if len(r.data) - r.pos != size:
+            raise InvalidMessage("masked input has the wrong length")
+        return cls(sender, r.view(size))
+
+
+@dataclass(frozen=True)
+class ConsistencyRequest:
+    survivors: tuple[int, ...]
+
+    kind = Kind.CONSISTENCY_REQUEST
+    sender = SERVER_ID
+
+    def encode(self, config: RoundConfig) -> bytes:
+        return _header(self.kind, config, SERVER_ID) + _ids(self.survivors)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "ConsistencyRequest":
+        return cls(r.ids(config.n, config))
+
+
+@dataclass(frozen=True)
+class ConsistencySignature:
+    sender: int
+    signature: bytes
+
+    kind = Kind.CONSISTENCY_SIGNATURE
+
+    def encode(self, config: RoundConfig) -> bytes:
+        return _header(self.kind, config, self.sender) + self.signature
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "ConsistencySignature":
+        return cls(sender, r.take(SIGNATURE_BYTES))
+
+
+@dataclass(frozen=True)
+class UnmaskRequest:
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    signatures: tuple[tuple[int, bytes], ...] = ()
+
+    kind = Kind.UNMASK_REQUEST
+    sender = SERVER_ID
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, SERVER_ID), _ids(self.survivors), _ids(self.dropped),
+                 _U32.pack(len(self.signatures))]
+        parts.extend(_U32.pack(c) + sig for c, sig in self.signatures)
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "UnmaskRequest":
+        survivors = r.ids(config.n, config)
+        dropped = r.ids(config.n, config)
+        n = r.count(config.n)
+        signatures = tuple((r.u32(), r.take(SIGNATURE_BYTES)) for _ in range(n))
+        _check_ids([c for c, _ in signatures], config)
+        return cls(survivors, dropped, signatures)
+
+
+@dataclass(frozen=True)
+class UnmaskShares:
+    sender: int
+    shares: tuple[tuple[int, ShareKind, bytes], ...]  # (about client, which secret, share)
+
+    kind = Kind.UNMASK_SHARES
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, self.sender), _U32.pack(len(self.shares))]
+        parts.extend(_U32.pack(c) + _U8.pack(k) + s for c, k, s in self.shares)
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "UnmaskShares":
+        n = r.count(config.n)
+        shares = []
+        for _ in range(n):
+            about, kind = r.u32(), r.u8()
+            if kind not in (0, 1):
+                raise InvalidMessage("unknown share kind")
+            shares.append((about, ShareKind(kind), r.take(SHARE_BYTES)))
+        _check_ids([c for c, _, _ in shares], config)
+        return cls(sender, tuple(shares))
+
+
+_TYPES = {cls.kind: cls for cls in (Advertise, Roster, Shares, Delivery, MaskedInput,
+                                    ConsistencyRequest, ConsistencySignature, UnmaskRequest,
+                                    UnmaskShares)}
+
+
+def peek(data: bytes | memoryview, config: RoundConfig) -> tuple[Kind, int]:
+    """Check the header against this round and return (kind, sender) without reading the body."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidMessage("a message must be bytes")
+    if len(data) < _HEADER.size:
+        raise InvalidMessage("message is truncated")
+    magic, version, kind, tag, sender = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise InvalidMessage("not a secure-aggregation message")
+    if version != VERSION:
+        raise InvalidMessage(f"unsupported message version {version}")
+    if tag != config.tag:
+        raise StageError("message belongs to another round")
+    try:
+        return Kind(kind), sender
+    except ValueError:
+        raise InvalidMessage("unknown message kind") from None
+
+
+def decode(data: bytes | memoryview, config: RoundConfig, expected: Kind):
+    """Decode a message of kind ``expected`` for this round, or raise InvalidMessage/StageError."""
+    kind, sender = peek(data, config)
+    if kind != expected:
+        raise StageError(f"expected a {expected.name.lower()} message, got {kind.name.lower()}")
+    r = _Reader(data, _HEADER.size)
+    message = _TYPES[kind]._decode(sender, r, config)
+    r.end()
+    return message

@@ -1,0 +1,242 @@
+"""Choosing the neighbour-graph degree k, the Shamir threshold t and the modulus bits.
+
+Degree and threshold follow the Harary-graph parameter search that Google's federated compute
+platform uses for SecAgg+ (Bell et al. 2020): the smallest even degree k for which, with a given
+fraction of corrupt clients and of dropouts, (a) the graph of honest survivors stays connected and
+(b) a threshold t exists that no client's corrupt neighbours reach (statistical security 2^-40)
+while every client keeps at least t surviving neighbours (failure probability 2^-20). Both bounds
+use the hypergeometric law of a client's neighbourhood. When no such k < n - 1 exists (small
+cohorts), the complete graph of classic SecAgg is used with a threshold that keeps a majority.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "GraphParameters",
+    "harary_parameters",
+    "choose_parameters",
+    "complete_graph_threshold",
+    "check_graph",
+    "required_modulus_bits",
+    "DEFAULT_DROPOUT_RATE",
+    "DEFAULT_CORRUPT_RATE",
+]
+
+SECURITY_BITS = 40
+CORRECTNESS_BITS = 20
+DEFAULT_DROPOUT_RATE = 0.33
+DEFAULT_CORRUPT_RATE = 0.05
+# Floating-point slack so that rounding errors in the rates never round in the insecure direction.
+_EPS = 1e-14
+
+
+@dataclass(frozen=True)
+class GraphParameters:
+    clients: int
+    neighbors: int
+    threshold: int
+
+    @property
+    def complete(self) -> bool:
+        return self.neighbors == self.clients - 1
+
+
+@lru_cache(maxsize=8)
+def _log_factorials(n: int) -> np.ndarray:
+    """log(i!) for i = 0..n."""
+    out = np.zeros(n + 1)
+    np.cumsum(np.log(np.arange(1, n + 1, dtype=np.float64)), out=out[1:])
+    return out
+
+
+class _Hypergeometric:
+    """Number of marked items among ``draws`` drawn without replacement from ``total``.
+
+    The whole pmf is computed at once from a table of log-factorials; tails are summed from their
+    small end so that probabilities near 2^-40 keep their precision.
+    """
+
+    def __init__(self, total: int, marked: int, draws: int) -> None:
+        lf = _log_factorials(total)
+        self.lo = max(0, draws - (total - marked))
+        self.hi = min(draws, marked)
+        x = np.arange(self.lo, self.hi + 1)
+        log_pmf = (lf[marked] + lf[total - marked] + lf[draws] + lf[total - draws] - lf[total]
+                   - lf[x] - lf[marked - x] - lf[draws - x] - lf[total - marked - draws + x])
+        pmf = np.exp(log_pmf)
+        self._cdf = np.cumsum(pmf)  # P[X <= lo + i]
+        self._upper = np.cumsum(pmf[::-1])[::-1]  # P[X >= lo + i]
+
+    def cdf(self, x: int) -> float:
+        """P[X <= x]."""
+        if x < self.lo:
+            return 0.0
+        if x >= self.hi:
+            return 1.0
+        return float(self._cdf[x - self.lo])
+
+    def sf(self, x: int) -> float:
+        """P[X > x]."""
+        if x >= self.hi:
+            return 0.0
+        if x < self.lo:
+            return 1.0
+        return float(self._upper[x + 1 - self.lo])
+
+    def smallest_sf_below(self, q: float) -> int:
+        """min t with P[X > t] < q."""
+        # P[X > t] for t = lo-1 .. hi-1 is _upper[0 .. hi-lo]; it is non-increasing in t.
+        below = np.nonzero(self._upper < q)[0]
+        if below.size == 0:
+            return self.hi
+        return int(below[0]) + self.lo - 1
+
+    def smallest_cdf_at_least(self, q: float) -> int:
+        """min s with P[X <= s] >= q."""
+        above = np.nonzero(self._cdf >= q)[0]
+        return int(above[0]) + self.lo if above.size else self.hi
+
+
+def _log_prob_disconnected(n: int, k: int, bad: int) -> float:
+    """Union bound on the log-probability that removing ``bad`` random nodes disconnects a random
+    Harary graph of degree k: a cut needs two disjoint runs of k/2 consecutive removed nodes on
+    the ring."""
+    if k > bad:
+        return -math.inf
+    log_pairs = math.log(n) + math.log(n - k - 1) - math.log(2)
+    return (log_pairs + math.lgamma(bad + 1) + math.lgamma(n - k + 1)
+            - math.lgamma(n + 1) - math.lgamma(bad - k + 1))
+
+
+def _threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
+                   malicious: bool) -> int | None:
+    per_event = SECURITY_BITS + 1
+    if _log_prob_disconnected(n, k, math.floor((corrupt_rate + _EPS) * n)
+                              + math.floor((dropout_rate + _EPS) * n)) >= -per_event * math.log(2):
+        return None
+    corrupt = math.floor((corrupt_rate + _EPS) * n)
+    survivors = math.ceil((1 - dropout_rate - _EPS) * n)
+    adversarial = _Hypergeometric(n, corrupt, k)
+    surviving = _Hypergeometric(n, survivors, k)
+    q_security = 2.0 ** -per_event / n
+    q_correct = 2.0 ** -CORRECTNESS_BITS / n
+    # t1: fewest corrupt neighbours that are exceeded only with probability < q_security.
+    t1 = adversarial.smallest_sf_below(q_security)
+    # t2: fewest surviving neighbours s with P[S <= s] >= q_correct; t <= t2 keeps rounds alive.
+    t2 = surviving.smallest_cdf_at_least(q_correct)
+    if malicious:
+        # A malicious server must never hold both shares of a client: two disjoint groups of the
+        # k + 1 holders (neighbours and the client itself) must not both reach t, even with the
+        # corrupt neighbours counted in both.
+        t1 = math.ceil((t1 + k - 1.25) / 2)
+    if t2 <= t1:
+        return None
+    # Shamir needs t >= 2; the malicious bound needs 2t > k + 1.
+    t = max(t1 + 1, 2)
+    if malicious:
+        t = max(t, (k + 1) // 2 + 1)
+        if t > k + 1:
+            return None
+    return t
+
+
+def harary_parameters(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                      dropout_rate: float = DEFAULT_DROPOUT_RATE,
+                      malicious: bool = False) -> GraphParameters | None:
+    """Smallest secure even degree (and its threshold) below n - 1, or None if there is none."""
+    if n < 1:
+        raise ConfigurationError("the number of clients must be positive")
+    if not 0 <= corrupt_rate < 1 or not 0 <= dropout_rate < 1:
+        raise ConfigurationError("corrupt and dropout rates must lie in [0, 1)")
+    limit = 2 * dropout_rate if malicious else dropout_rate
+    if corrupt_rate + limit > 0.9:
+        raise ConfigurationError(
+            "infeasible rates: need corrupt + dropout <= 0.9 (corrupt + 2*dropout when malicious)")
+    for k in range(2, n - 1, 2):
+        t = _threshold_for(n, k, corrupt_rate, dropout_rate, malicious)
+        if t is not None:
+            return GraphParameters(n, k, t)
+    return None
+
+
+def complete_graph_threshold(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                             malicious: bool = False) -> int:
+    """Threshold for classic SecAgg on the complete graph (each client shares with n - 1 others).
+
+    Every client holds a share of its own secrets too, so there are n share holders.
+    Semi-honest: a strict majority of them, and more than the corrupt ones.
+    Malicious: more than half of the holders plus the corrupt ones, so that no two disjoint
+    groups can each reach t (the server can never get both shares of a client).
+    """
+    holders = n
+    corrupt = math.ceil(corrupt_rate * n)
+    if malicious:
+        t = (holders + corrupt) // 2 + 1
+    else:
+        t = max(holders // 2 + 1, corrupt + 1)
+    return max(1, min(t, holders))
+
+
+def check_graph(n: int, k: int, t: int, *, malicious: bool) -> None:
+    """Raise ConfigurationError unless (k, t) is a usable degree and threshold for n clients."""
+    if n < 2:
+        raise ConfigurationError("a secure sum needs at least two clients")
+    if not 1 <= k <= n - 1:
+        raise ConfigurationError(f"neighbors must be in 1..{n - 1} for {n} clients, got {k}")
+    if k < n - 1 and k % 2 and n % 2:
+        raise ConfigurationError(
+            f"no {k}-regular graph on {n} clients exists: use an even degree or n - 1")
+    # Each client's secrets are shared among its k neighbours and itself: k + 1 holders.
+    if not 1 <= t <= k + 1:
+        raise ConfigurationError(f"threshold must be in 1..{k + 1} (degree + 1), got {t}")
+    if malicious and 2 * t <= k + 1:
+        raise ConfigurationError(
+            f"malicious-server mode needs threshold > (neighbors + 1) / 2 (got t={t}, k={k}): "
+            "otherwise two disjoint groups of share holders could each reveal a different share "
+            "of one client")
+
+
+def choose_parameters(n: int, *, neighbors: int | None = None, threshold: int | None = None,
+                      dropout_rate: float = DEFAULT_DROPOUT_RATE,
+                      corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                      malicious: bool = False) -> GraphParameters:
+    """Fill in whichever of degree and threshold is not given, then check the pair."""
+    if neighbors is None:
+        found = harary_parameters(n, corrupt_rate=corrupt_rate, dropout_rate=dropout_rate,
+                                  malicious=malicious) if n > 3 else None
+        if found is None:
+            neighbors = n - 1
+            if threshold is None:
+                threshold = complete_graph_threshold(n, corrupt_rate=corrupt_rate,
+                                                     malicious=malicious)
+        else:
+            neighbors = found.neighbors
+            if threshold is None:
+                threshold = found.threshold
+    elif threshold is None:
+        if neighbors == n - 1:
+            threshold = complete_graph_threshold(n, corrupt_rate=corrupt_rate, malicious=malicious)
+        else:
+            threshold = _threshold_for(n, neighbors, corrupt_rate, dropout_rate, malicious)
+            if threshold is None:
+                raise ConfigurationError(
+                    f"degree {neighbors} is not secure for {n} clients at corrupt rate "
+                    f"{corrupt_rate} and dropout rate {dropout_rate}: give a threshold or a "
+                    "larger degree")
+    check_graph(n, neighbors, threshold, malicious=malicious)
+    return GraphParameters(n, neighbors, threshold)
+
+
+def required_modulus_bits(n: int, input_bits: int) -> int:
+    """Bits that hold the exact sum of n inputs of ``input_bits`` bits: input_bits + ceil(log2 n)."""
+    if n < 1 or input_bits < 1:
+        raise ConfigurationError("n and input_bits must be positive")
+    return input_bits + max(0, (n - 1).bit_length())

@@ -1,0 +1,188 @@
+"""Malformed, oversized, duplicated, out-of-stage and wrong-round messages: each raises a typed
+error and leaves the receiver's state as it was; a known sender of a bad message is dropped."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from secagg import (
+    InvalidMessage,
+    RoundConfig,
+    SecAggClient,
+    SecAggServer,
+    StageError,
+)
+from secagg.messages import HEADER_BYTES
+from secagg.server import ServerState
+
+N = 5
+
+
+def make(round_byte=1, malicious=False):
+    config = RoundConfig(round_id=bytes([round_byte]) * 32, clients=tuple(range(N)), dim=8,
+                         modulus_bits=12, neighbors=N - 1, threshold=3 if not malicious else 3,
+                         malicious=malicious)
+    return config, {c: SecAggClient(c, config) for c in range(N)}, SecAggServer(config)
+
+
+def server_fingerprint(server: SecAggServer):
+    acc = None if server._acc is None else server._acc.copy()
+    return (server.state, dict(server._received), frozenset(server._excluded), acc)
+
+
+def same_state(a, b):
+    assert a[0] == b[0] and a[1].keys() == b[1].keys() and a[2] == b[2]
+    if a[3] is None:
+        assert b[3] is None
+    else:
+        assert np.array_equal(a[3], b[3])
+
+
+def to_masked_stage():
+    config, clients, server = make()
+    for c in clients.values():
+        server.receive(c.advertise_keys())
+    out = server.close_stage()
+    for c, m in out.items():
+        server.receive(clients[c].share_keys(m))
+    out = server.close_stage()
+    return config, clients, server, out
+
+
+def test_wrong_round_is_a_stage_error_and_changes_nothing():
+    config, clients, server, out = to_masked_stage()
+    other_config, other_clients, other_server = make(round_byte=2)
+    stray = other_clients[0].advertise_keys()
+    before = server_fingerprint(server)
+    with pytest.raises(StageError, match="another round"):
+        server.receive(stray)
+    same_state(before, server_fingerprint(server))
+    assert 0 not in server.excluded
+
+
+def test_out_of_stage_message_is_refused_without_dropping_the_sender():
+    config, clients, server = make()
+    for c in range(N):
+        server.receive(clients[c].advertise_keys())
+    out = server.close_stage()
+    share_msg = clients[0].share_keys(out[0])
+    server2_config, clients2, server2 = make()
+    before = server_fingerprint(server2)
+    with pytest.raises(StageError):
+        server2.receive(share_msg)  # a share_keys message while server2 is collecting keys
+    same_state(before, server_fingerprint(server2))
+
+
+def test_duplicate_message_is_refused_and_the_first_stands():
+    config, clients, server, out = to_masked_stage()
+    msg = clients[0].masked_input(out[0], np.arange(8))
+    server.receive(msg)
+    before = server_fingerprint(server)
+    with pytest.raises(InvalidMessage, match="duplicate"):
+        server.receive(msg)
+    same_state(before, server_fingerprint(server))
+    assert 0 not in server.excluded
+
+
+@pytest.mark.parametrize("mutation", ["truncate", "extend", "oversize", "magic", "version",
+                                      "kind"])
+def test_malformed_masked_input_is_refused_and_sender_dropped(mutation):
+    config, clients, server, out = to_masked_stage()
+    good = clients[1].masked_input(out[1], np.arange(8))
+    bad = bytearray(good)
+    if mutation == "truncate":
+        bad = bad[:-1]
+    elif mutation == "extend":
+        bad += b"\x00"
+    elif mutation == "oversize":
+        bad += bytes(1 << 20)
+    elif mutation == "magic":
+        bad[0] ^= 0xFF
+    elif mutation == "version":
+        bad[3] = 99
+    elif mutation == "kind":
+        bad[4] = 200
+    before = server_fingerprint(server)
+    with pytest.raises(InvalidMessage):
+        server.receive(bytes(bad))
+    after = server_fingerprint(server)
+    assert np.array_equal(before[3], after[3]) if before[3] is not None else after[3] is None
+    assert not after[1]
+    body_error = mutation in ("truncate", "extend", "oversize")
+    assert (1 in server.excluded) == body_error
+    if body_error:  # the sender is treated as dropped: its good message is now refused too
+        with pytest.raises(InvalidMessage):
+            server.receive(good)
+        assert 1 not in server.pending()
+
+
+@settings(max_examples=200)
+@given(junk=st.binary(max_size=300))
+def test_arbitrary_bytes_never_crash_the_server(junk):
+    config, clients, server = make()
+    header = clients[0].advertise_keys()[:HEADER_BYTES]
+    for data in (junk, header + junk):
+        try:
+            server.receive(data)
+        except InvalidMessage:
+            pass
+    assert server.state is ServerState.ADVERTISE_KEYS
+
+
+def test_unknown_sender_and_forged_sender_ids_are_refused():
+    config, clients, server = make()
+    msg = bytearray(clients[0].advertise_keys())
+    msg[HEADER_BYTES - 4:HEADER_BYTES] = (77).to_bytes(4, "big")
+    with pytest.raises(InvalidMessage):
+        server.receive(bytes(msg))
+    assert 77 not in server.excluded
+
+
+def test_shares_to_the_wrong_recipients_are_refused():
+    config, clients, server = make()
+    for c in clients.values():
+        server.receive(c.advertise_keys())
+    out = server.close_stage()
+    from secagg.messages import Kind, Shares, decode
+    shares: Shares = decode(clients[0].share_keys(out[0]), config, Kind.SHARES)
+    forged = Shares(0, shares.commitment, shares.sealed[:-1]).encode(config)
+    with pytest.raises(InvalidMessage, match="neighbours"):
+        server.receive(forged)
+    assert 0 in server.excluded
+
+
+def test_client_rejects_wrong_round_and_wrong_stage_without_changing_state():
+    config, clients, server = make()
+    other_config, other_clients, other_server = make(round_byte=9)
+    for c in clients.values():
+        server.receive(c.advertise_keys())
+    for c in other_clients.values():
+        other_server.receive(c.advertise_keys())
+    roster = server.close_stage()[0]
+    stray = other_server.close_stage()[0]
+    client = clients[0]
+    state = client.state
+    with pytest.raises(StageError):
+        client.share_keys(stray)
+    assert client.state is state
+    with pytest.raises(InvalidMessage):
+        client.masked_input(roster, np.arange(8))  # not in that stage yet
+    assert client.state is state
+    client.share_keys(roster)  # the genuine message still works
+
+
+def test_client_input_is_validated_before_anything_changes():
+    config, clients, server, out = to_masked_stage()
+    client = clients[2]
+    state = client.state
+    from secagg import InvalidInput
+    for bad in (np.arange(7), np.arange(8) * 1000, np.full(8, -1), np.zeros(8) + 0.5):
+        with pytest.raises(InvalidInput):
+            client.masked_input(out[2], bad)
+        assert client.state is state
+    client.masked_input(out[2], np.arange(8))
