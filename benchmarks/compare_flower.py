@@ -310,8 +310,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--clients", type=int, default=100)
     p.add_argument("--dim", type=int, default=100_000)
-    p.add_argument("--neighbors", "-k", type=int, default=21,
-                   help="Cohort's graph degree k (other neighbours per client)")
+    p.add_argument("--neighbors", "-k", type=int, default=20,
+                   help="Cohort's graph degree k (other neighbours per client); the default 20 "
+                        "is Flower's num_shares=21")
     p.add_argument("--threshold", type=int, default=11)
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--modulus-bits", type=int, default=32,

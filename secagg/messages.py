@@ -126,6 +126,14 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
         raise InvalidMessage("id list names a client outside the round")
 
 
+_SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
+
+
+def _sealed_records(r: _Reader, n: int) -> tuple[tuple[int, bytes], ...]:
+    """n fixed-size (client id, sealed share) records, parsed in one pass."""
+    return tuple(_SEALED_RECORD.iter_unpack(r.take(n * _SEALED_RECORD.size)))
+
+
 def _header(kind: Kind, config: RoundConfig, sender: int) -> bytes:
     return _HEADER.pack(MAGIC, VERSION, kind, config.tag, sender)
 
@@ -218,7 +226,7 @@ class Shares:
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Shares":
         commitment = r.take(COMMIT_BYTES)
         n = r.count(config.n - 1)
-        sealed = tuple((r.u32(), r.take(SEALED_SHARE_BYTES)) for _ in range(n))
+        sealed = _sealed_records(r, n)
         _check_ids([v for v, _ in sealed], config)
         return cls(sender, commitment, sealed)
 
@@ -243,7 +251,7 @@ class Delivery:
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Delivery":
         recipient = r.u32()
         n = r.count(config.n - 1)
-        sealed = tuple((r.u32(), r.take(SEALED_SHARE_BYTES)) for _ in range(n))
+        sealed = _sealed_records(r, n)
         _check_ids([u for u, _ in sealed], config)
         return cls(recipient, sealed)
 

@@ -290,30 +290,34 @@ class SecAggServer:
             return {}
         raise StageError(f"the round is {state.value}")
 
-    def _reconstruct(self, points: list[tuple[int, int]] | None, client: int, what: str) -> bytes:
-        if points is None or len(points) < self.config.threshold:
-            raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
-        value = shamir.reconstruct(points, self.config.threshold)
-        if value >> 256:
-            raise self._abort(f"the shares of client {client} are inconsistent")
-        return value.to_bytes(32, "big")
+    def _reconstruct_all(self, wanted: list[tuple[int, list[tuple[int, int]] | None, str]]
+                         ) -> list[bytes]:
+        t = self.config.threshold
+        for client, points, what in wanted:
+            if points is None or len(points) < t:
+                raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
+        values = shamir.reconstruct_many([points for _, points, _ in wanted], t)
+        for (client, _, _), value in zip(wanted, values):
+            if value >> 256:
+                raise self._abort(f"the shares of client {client} are inconsistent")
+        return [value.to_bytes(32, "big") for value in values]
 
     def _unmask(self) -> None:
         config = self.config
         acc = self._acc
         prg = MaskGenerator(config.dim, config.modulus_bits)
         survivors = set(self._u3)
-        # Check every reconstruction before removing any mask: an abort must not leave a
+        # Reconstruct and check every secret before removing any mask: an abort must not leave a
         # half-unmasked accumulator behind.
-        seeds = {}
-        for u in self._u3:
-            seed = self._reconstruct(self._b_points.get(u), u, "self-mask seed")
+        recovered = self._reconstruct_all(
+            [(u, self._b_points.get(u), "self-mask seed") for u in self._u3]
+            + [(d, self._s_points.get(d), "mask key") for d in self._dropped])
+        seeds = dict(zip(self._u3, recovered[:len(self._u3)]))
+        for u, seed in seeds.items():
             if seed_commitment(config, u, seed) != self._commitments[u]:
                 raise self._abort(f"the shares of client {u} are inconsistent")
-            seeds[u] = seed
         keys = {}
-        for d in self._dropped:
-            secret = self._reconstruct(self._s_points.get(d), d, "mask key")
+        for d, secret in zip(self._dropped, recovered[len(self._u3):]):
             pair = crypto.KeyPair.from_private_bytes(secret)
             if pair.public != self._advertised[d].mask_key:
                 raise self._abort(f"the shares of client {d} are inconsistent")

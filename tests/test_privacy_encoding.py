@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from scipy.linalg import hadamard
@@ -66,7 +66,9 @@ def test_decode_of_sum_is_within_rounding_bound(n: int, dim: int, clip: float, s
     xs = [rng.standard_normal(dim) * scale_in for _ in range(n)]
     rs = RandomSource.for_simulation(seed)
     signed = [enc.encode_signed(x, randomness=rs) for x in xs]
-    assert wrap_rate(np.sum(signed, axis=0), bits) == 0.0
+    # The plan bounds the *probability* of a wrap (1e-4 per coordinate, checked statistically in
+    # the wrap-rate test); the documented error bound is for sums in which nothing wrapped.
+    assume(wrap_rate(np.sum(signed, axis=0), bits) == 0.0)
     out = enc.decode(enc.modular_sum([enc.wrap(s) for s in signed]))
     want = np.sum([_clip(x, clip) for x in xs], axis=0)
     err = float(np.linalg.norm(out - want))

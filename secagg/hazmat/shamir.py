@@ -12,7 +12,8 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "encode_share", "decode_share"]
+__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many", "encode_share",
+           "decode_share"]
 
 PRIME = (1 << 521) - 1
 SHARE_BYTES = 66  # ceil(521 / 8)
@@ -43,11 +44,18 @@ def split(secret: int, threshold: int, xs: Sequence[int]) -> list[int]:
 
 
 def reconstruct(points: Iterable[tuple[int, int]], threshold: int) -> int:
-    """Recover the constant term from ``threshold`` of the (x, y) points.
+    """Recover the constant term from ``threshold`` of the (x, y) points (see
+    :func:`reconstruct_many`, which shares one modular inverse among many secrets)."""
+    return reconstruct_many([points], threshold)[0]
 
-    Uses the first ``threshold`` points with distinct x; a repeated x must repeat its y. Lagrange weights at zero are
+
+def _fraction(points: Iterable[tuple[int, int]], threshold: int) -> tuple[int, int]:
+    """The constant term through ``threshold`` of the (x, y) points, as (numerator, denominator).
+
+    Uses the first ``threshold`` points with distinct x; a repeated x must repeat its y.
+    Lagrange weights at zero are
     w_i = prod_{j!=i} x_j / (x_j - x_i); the numerators and denominators are products of small
-    integers, so the sum is formed over a common denominator and only one inverse is taken.
+    integers, so the sum is formed over a common denominator and no inverse is taken here.
     """
     chosen: dict[int, int] = {}
     for x, y in points:
@@ -77,7 +85,26 @@ def reconstruct(points: Iterable[tuple[int, int]], threshold: int) -> int:
         term = chosen[xi] * (numerator_all // xi)
         total = (total * den + term * common) % PRIME
         common = (common * den) % PRIME
-    return total * pow(common, -1, PRIME) % PRIME
+    return total, common
+
+
+def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
+                     threshold: int) -> list[int]:
+    """Reconstruct several secrets; the modular inverses of their common denominators are
+    batched (Montgomery's trick), so the whole batch pays for one inversion."""
+    fractions = [_fraction(points, threshold) for points in point_sets]
+    prefix = []
+    running = 1
+    for _, den in fractions:
+        prefix.append(running)
+        running = running * den % PRIME
+    inverse = pow(running, -1, PRIME)
+    out = [0] * len(fractions)
+    for i in range(len(fractions) - 1, -1, -1):
+        num, den = fractions[i]
+        out[i] = num * (inverse * prefix[i] % PRIME) % PRIME
+        inverse = inverse * den % PRIME
+    return out
 
 
 def encode_share(y: int) -> bytes:
