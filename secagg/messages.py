@@ -127,6 +127,8 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
 
 
 _SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
+_UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
+_SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
 def _sealed_records(r: _Reader, n: int) -> tuple[tuple[int, bytes], ...]:
@@ -345,11 +347,10 @@ class UnmaskShares:
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "UnmaskShares":
         n = r.count(config.n)
         shares = []
-        for _ in range(n):
-            about, kind = r.u32(), r.u8()
-            if kind not in (0, 1):
+        for about, kind, share in _UNMASK_RECORD.iter_unpack(r.take(n * _UNMASK_RECORD.size)):
+            if kind > 1:
                 raise InvalidMessage("unknown share kind")
-            shares.append((about, ShareKind(kind), r.take(SHARE_BYTES)))
+            shares.append((about, _SHARE_KINDS[kind], share))
         _check_ids([c for c, _, _ in shares], config)
         return cls(sender, tuple(shares))
 

@@ -28,8 +28,8 @@ from .config import RoundConfig, effective_degree
 from .errors import InvalidMessage, ProtocolAbort, StageError
 from .graph import graph_seed, neighbor_map
 from .hazmat import crypto, shamir
-from .hazmat.packing import unpack_add
-from .hazmat.prg import MaskGenerator, word_dtype
+from .hazmat.packing import PackedAccumulator
+from .hazmat.prg import MaskGenerator
 from .messages import (
     Advertise,
     ConsistencyRequest,
@@ -93,9 +93,10 @@ class SecAggServer:
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
         self._dropped: tuple[int, ...] = ()
+        self._survivor_set: frozenset[int] = frozenset()
+        self._dropped_set: frozenset[int] = frozenset()
         self._signers: dict[int, bytes] = {}
-        self._acc: np.ndarray | None = None
-        self._scratch: np.ndarray | None = None
+        self._acc: PackedAccumulator | None = None
         self._commitments: dict[int, bytes] = {}
         self._b_points: dict[int, list[tuple[int, int]]] = {}
         self._s_points: dict[int, list[tuple[int, int]]] = {}
@@ -143,13 +144,14 @@ class SecAggServer:
             raise InvalidMessage("duplicate message from this sender in this stage")
         try:
             message = decode(data, self.config, expected)
-            self._validate(message)
+            prepared = self._validate(message)
         except InvalidMessage:
             self._excluded.add(sender)
             raise
-        self._apply(message)
+        self._apply(message, prepared)
 
-    def _validate(self, message) -> None:
+    def _validate(self, message):
+        """Check a decoded message against the round; return what _apply needs, if anything."""
         config = self.config
         if isinstance(message, Advertise):
             crypto.load_public(message.channel_key)
@@ -176,9 +178,9 @@ class SecAggServer:
         elif isinstance(message, UnmaskShares):
             u = message.sender
             allowed = self._neighbors[u]
-            survivors = set(self._u3)
-            dropped = set(self._dropped)
-            for about, kind, _ in message.shares:
+            survivors, dropped = self._survivor_set, self._dropped_set
+            points = []
+            for about, kind, share in message.shares:
                 if about == u:
                     ok = kind is ShareKind.SELF_MASK_SEED
                 elif about in allowed and about in survivors:
@@ -189,26 +191,26 @@ class SecAggServer:
                     ok = False
                 if not ok:
                     raise InvalidMessage("a revealed share is not one this client may reveal")
-            for _, _, share in message.shares:
-                try:
-                    shamir.decode_share(share)
-                except ValueError:
-                    raise InvalidMessage("a revealed share is out of range") from None
+                y = int.from_bytes(share, "big")
+                if y >= shamir.PRIME:
+                    raise InvalidMessage("a revealed share is out of range")
+                points.append((about, kind, y))
+            return points
+        return None
 
-    def _apply(self, message) -> None:
+    def _apply(self, message, prepared) -> None:
         sender = message.sender
         if isinstance(message, MaskedInput):
             if self._acc is None:
-                self._acc = np.zeros(self.config.dim, dtype=word_dtype(self.config.modulus_bits))
-                self._scratch = np.empty_like(self._acc)
-            unpack_add(message.packed, self.config.modulus_bits, self.config.dim, self._acc,
-                       self._scratch)
+                self._acc = PackedAccumulator(self.config.modulus_bits, self.config.dim)
+            self._acc.add(message.packed)
             self._received[sender] = True
         elif isinstance(message, UnmaskShares):
             x = sender + 1
-            for about, kind, share in message.shares:
-                target = self._b_points if kind is ShareKind.SELF_MASK_SEED else self._s_points
-                target.setdefault(about, []).append((x, shamir.decode_share(share)))
+            seeds, keys = self._b_points, self._s_points
+            for about, kind, y in prepared:
+                target = seeds if kind is ShareKind.SELF_MASK_SEED else keys
+                target.setdefault(about, []).append((x, y))
             self._received[sender] = True
         else:
             self._received[sender] = message
@@ -222,9 +224,7 @@ class SecAggServer:
     def _abort(self, reason: str) -> ProtocolAbort:
         stage = self.state.value
         self.state = ServerState.ABORTED
-        if self._acc is not None:
-            self._acc.fill(0)
-        self._acc = self._scratch = None
+        self._acc = None
         self._b_points, self._s_points = {}, {}
         return ProtocolAbort(reason, stage=stage)
 
@@ -268,6 +268,8 @@ class SecAggServer:
             self._require(len(self._received), "sent their masked input")
             self._u3 = tuple(sorted(self._received))
             self._dropped = tuple(u for u in self._u2 if u not in self._received)
+            self._survivor_set = frozenset(self._u3)
+            self._dropped_set = frozenset(self._dropped)
             if config.malicious:
                 request = ConsistencyRequest(self._u3).encode(config)
                 self._next(ServerState.CONSISTENCY_CHECK, self._u3)
@@ -304,7 +306,6 @@ class SecAggServer:
 
     def _unmask(self) -> None:
         config = self.config
-        acc = self._acc
         prg = MaskGenerator(config.dim, config.modulus_bits)
         survivors = set(self._u3)
         # Reconstruct and check every secret before removing any mask: an abort must not leave a
@@ -322,6 +323,8 @@ class SecAggServer:
             if pair.public != self._advertised[d].mask_key:
                 raise self._abort(f"the shares of client {d} are inconsistent")
             keys[d] = pair
+        acc = self._acc.total()
+        self._acc = None
         for u, seed in seeds.items():
             prg.subtract(acc, crypto.self_mask_key(seed, config.tag, u))
         for d, pair in keys.items():
@@ -336,5 +339,4 @@ class SecAggServer:
         if config.modulus_bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type((1 << config.modulus_bits) - 1), out=acc)
         self._result = AggregateResult(acc, frozenset(self._u3))
-        self._acc = self._scratch = None
         self._b_points, self._s_points = {}, {}

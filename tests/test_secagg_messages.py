@@ -31,7 +31,7 @@ def make(round_byte=1, malicious=False):
 
 
 def server_fingerprint(server: SecAggServer):
-    acc = None if server._acc is None else server._acc.copy()
+    acc = None if server._acc is None else server._acc.total()
     return (server.state, dict(server._received), frozenset(server._excluded), acc)
 
 
