@@ -172,7 +172,8 @@ class SecAggClient:
         seed = graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
                                        for e in roster.entries))
         degree = effective_degree(config, len(entries))
-        neighbors = harary_neighbors(seed, entries, degree, self.id)
+        ranked = harary_neighbors(seed, entries, degree, self.id)
+        neighbors = frozenset(ranked)
         if len(neighbors) + 1 < config.threshold:
             raise self._abort("too few neighbours to reach the threshold", Stage.SHARE_KEYS)
         # Every check passed: now derive secrets and change state.
@@ -185,14 +186,14 @@ class SecAggClient:
             raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
         self._neighbors = neighbors
         self._seed = os.urandom(SEED_BYTES)
-        order = sorted(neighbors) + [self.id]
-        xs = [v + 1 for v in order]
+        # The client's own share sits at x = 1 and its i-th nearest neighbour's at x = i + 2.
+        xs = list(range(1, len(ranked) + 2))
         b_shares = shamir.split(int.from_bytes(self._seed, "big"), config.threshold, xs)
         s_shares = shamir.split(int.from_bytes(self._s.private_bytes(), "big"),
                                 config.threshold, xs)
-        self._own_shares = (b_shares[-1], s_shares[-1])
+        self._own_shares = (b_shares[0], s_shares[0])
         sealed = []
-        for v, b_share, s_share in zip(order[:-1], b_shares, s_shares):
+        for v, b_share, s_share in zip(ranked, b_shares[1:], s_shares[1:]):
             key = crypto.channel_key(channel[v], config.tag, self.id, v)
             plaintext = (_U32.pack(self.id) + _U32.pack(v) + shamir.encode_share(b_share)
                          + shamir.encode_share(s_share))
@@ -201,7 +202,7 @@ class SecAggClient:
         self._channel = channel
         self.state = ClientState.AWAIT_DELIVERY
         return Shares(self.id, seed_commitment(config, self.id, self._seed),
-                      tuple(sealed)).encode(config)
+                      tuple(sorted(sealed))).encode(config)
 
     # -- stage 2 ---------------------------------------------------------------------------
     def masked_input(self, message: bytes, values: np.ndarray) -> bytes:

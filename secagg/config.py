@@ -32,6 +32,7 @@ class RoundConfig:
     threshold: int
     malicious: bool = False
     tag: bytes = field(init=False, repr=False, compare=False)
+    client_set: frozenset[int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.round_id, bytes) or not 16 <= len(self.round_id) <= 32:
@@ -42,6 +43,7 @@ class RoundConfig:
         if any(not isinstance(c, int) or not 0 <= c <= MAX_CLIENT_ID for c in clients):
             raise ConfigurationError(f"client ids must be integers in 0..{MAX_CLIENT_ID}")
         object.__setattr__(self, "clients", tuple(sorted(clients)))
+        object.__setattr__(self, "client_set", frozenset(clients))
         if not isinstance(self.dim, int) or not 1 <= self.dim <= MAX_DIM:
             raise ConfigurationError(f"dim must be an integer in 1..{MAX_DIM}")
         if not isinstance(self.modulus_bits, int) or not 1 <= self.modulus_bits <= 64:

@@ -14,7 +14,7 @@ import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["graph_seed", "ring_order", "harary_neighbors", "neighbor_map"]
+__all__ = ["graph_seed", "ring_order", "ring_holders", "harary_neighbors", "neighbor_map"]
 
 _U32 = struct.Struct(">I")
 
@@ -32,26 +32,28 @@ def ring_order(seed: bytes, clients: Iterable[int]) -> list[int]:
     return sorted(clients, key=lambda c: hashlib.sha256(seed + _U32.pack(c)).digest())
 
 
-def _ring_neighbors(order: Sequence[int], position: int, k: int) -> set[int]:
+def ring_holders(order: Sequence[int], position: int, k: int) -> list[int]:
+    """The k neighbours of ``order[position]`` nearest first: +1, -1, +2, -2, … on the ring, and
+    for odd k the client opposite last. A neighbour's 1-based rank in this list, plus one (the
+    client itself is 1), is the Shamir x-coordinate of its share of this client's secrets."""
     n = len(order)
-    if k >= n - 1:
-        return {c for i, c in enumerate(order) if i != position}
-    out = set()
+    k = min(k, n - 1)
+    out = []
     for d in range(1, k // 2 + 1):
-        out.add(order[(position + d) % n])
-        out.add(order[(position - d) % n])
+        out.append(order[(position + d) % n])
+        out.append(order[(position - d) % n])
     if k % 2:
-        out.add(order[(position + n // 2) % n])
+        out.append(order[(position + n // 2) % n])
     return out
 
 
-def harary_neighbors(seed: bytes, clients: Iterable[int], k: int, client: int) -> frozenset[int]:
-    """Neighbours of one client (what a client computes for itself)."""
+def harary_neighbors(seed: bytes, clients: Iterable[int], k: int, client: int) -> list[int]:
+    """Neighbours of one client in rank order (what a client computes for itself)."""
     order = ring_order(seed, clients)
-    return frozenset(_ring_neighbors(order, order.index(client), k))
+    return ring_holders(order, order.index(client), k)
 
 
-def neighbor_map(seed: bytes, clients: Iterable[int], k: int) -> Mapping[int, frozenset[int]]:
-    """Neighbours of every client (what the server computes)."""
+def neighbor_map(seed: bytes, clients: Iterable[int], k: int) -> Mapping[int, list[int]]:
+    """Neighbours of every client in rank order (what the server computes)."""
     order = ring_order(seed, clients)
-    return {c: frozenset(_ring_neighbors(order, i, k)) for i, c in enumerate(order)}
+    return {c: ring_holders(order, i, k) for i, c in enumerate(order)}

@@ -118,11 +118,9 @@ class _Reader:
 
 
 def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
-    allowed = config.clients
     if any(a >= b for a, b in zip(ids, ids[1:])):
         raise InvalidMessage("id list is not strictly increasing")
-    known = set(allowed)
-    if any(i not in known for i in ids):
+    if not config.client_set.issuperset(ids):
         raise InvalidMessage("id list names a client outside the round")
 
 
@@ -379,9 +377,11 @@ def peek(data: bytes | memoryview, config: RoundConfig) -> tuple[Kind, int]:
         raise InvalidMessage("unknown message kind") from None
 
 
-def decode(data: bytes | memoryview, config: RoundConfig, expected: Kind):
-    """Decode a message of kind ``expected`` for this round, or raise InvalidMessage/StageError."""
-    kind, sender = peek(data, config)
+def decode(data: bytes | memoryview, config: RoundConfig, expected: Kind, *,
+           checked: tuple[Kind, int] | None = None):
+    """Decode a message of kind ``expected`` for this round, or raise InvalidMessage/StageError.
+    ``checked`` is what :func:`peek` already returned for these bytes, if the caller peeked."""
+    kind, sender = peek(data, config) if checked is None else checked
     if kind != expected:
         raise StageError(f"expected a {expected.name.lower()} message, got {kind.name.lower()}")
     r = _Reader(data, _HEADER.size)

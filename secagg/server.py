@@ -90,6 +90,7 @@ class SecAggServer:
         self._eligible: frozenset[int] = frozenset(config.clients)
         self._advertised: dict[int, Advertise] = {}
         self._neighbors: Mapping[int, frozenset[int]] = {}
+        self._ranks: dict[int, dict[int, int]] = {}
         self._u2: tuple[int, ...] = ()
         self._u3: tuple[int, ...] = ()
         self._dropped: tuple[int, ...] = ()
@@ -134,7 +135,7 @@ class SecAggServer:
         if self.state in (ServerState.DONE, ServerState.ABORTED):
             raise StageError(f"the round is {self.state.value}")
         expected = _EXPECTED[self.state]
-        kind, sender = peek(data, self.config)
+        checked = kind, sender = peek(data, self.config)
         if kind != expected:
             raise StageError(f"expected a {expected.name.lower()} message in stage "
                              f"{self.state.value}, got {kind.name.lower()}")
@@ -143,7 +144,7 @@ class SecAggServer:
         if sender in self._received:
             raise InvalidMessage("duplicate message from this sender in this stage")
         try:
-            message = decode(data, self.config, expected)
+            message = decode(data, self.config, expected, checked=checked)
             prepared = self._validate(message)
         except InvalidMessage:
             self._excluded.add(sender)
@@ -206,11 +207,10 @@ class SecAggServer:
             self._acc.add(message.packed)
             self._received[sender] = True
         elif isinstance(message, UnmaskShares):
-            x = sender + 1
-            seeds, keys = self._b_points, self._s_points
+            seeds, keys, ranks = self._b_points, self._s_points, self._ranks
             for about, kind, y in prepared:
                 target = seeds if kind is ShareKind.SELF_MASK_SEED else keys
-                target.setdefault(about, []).append((x, y))
+                target.setdefault(about, []).append((ranks[about][sender], y))
             self._received[sender] = True
         else:
             self._received[sender] = message
@@ -248,7 +248,12 @@ class SecAggServer:
             if degree + 1 < config.threshold:
                 raise self._abort("too few clients to give each the threshold of share holders")
             self._advertised = advertised
-            self._neighbors = neighbor_map(seed, advertised, degree)
+            ranked = neighbor_map(seed, advertised, degree)
+            self._neighbors = {u: frozenset(r) for u, r in ranked.items()}
+            # Shamir x-coordinate of each holder's share of u's secrets: u itself is 1, its
+            # i-th nearest neighbour i + 2 (the clients compute the same from the same roster).
+            self._ranks = {u: {v: i + 2 for i, v in enumerate(r)} | {u: 1}
+                           for u, r in ranked.items()}
             roster = Roster(entries).encode(config)
             self._next(ServerState.SHARE_KEYS, advertised)
             return {c: roster for c in advertised}
@@ -298,7 +303,9 @@ class SecAggServer:
         for client, points, what in wanted:
             if points is None or len(points) < t:
                 raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
-        values = shamir.reconstruct_many([points for _, points, _ in wanted], t)
+        # The nearest holders first: most secrets then use the same x-coordinates, and share
+        # their Lagrange weights.
+        values = shamir.reconstruct_many([sorted(points) for _, points, _ in wanted], t)
         for (client, _, _), value in zip(wanted, values):
             if value >> 256:
                 raise self._abort(f"the shares of client {client} are inconsistent")
@@ -327,9 +334,13 @@ class SecAggServer:
         self._acc = None
         for u, seed in seeds.items():
             prg.subtract(acc, crypto.self_mask_key(seed, config.tag, u))
+        publics: dict[int, object] = {}
         for d, pair in keys.items():
             for v in sorted(self._neighbors[d] & survivors):
-                shared = pair.exchange(crypto.load_public(self._advertised[v].mask_key))
+                public = publics.get(v)
+                if public is None:
+                    public = publics[v] = crypto.load_public(self._advertised[v].mask_key)
+                shared = pair.exchange(public)
                 key = crypto.pairwise_mask_key(shared, config.tag, d, v)
                 # v added +PRG when v < d and -PRG otherwise; undo exactly that.
                 if v < d:

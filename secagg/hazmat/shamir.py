@@ -3,8 +3,8 @@
 The field is far larger than any secret shared in a round (256-bit seeds and X25519 private
 keys), so a secret is an ordinary field element and no secret information is lost to reduction.
 Polynomial coefficients come from the operating system's CSPRNG (:mod:`secrets`). Share ``x``
-coordinates are small positive integers (a client's id plus one), which lets reconstruction do
-almost all of its Lagrange arithmetic on small integers and pay for one modular inverse only.
+coordinates are small positive integers (in the protocol, a holder's rank around the owner on
+the ring), which keeps the Lagrange arithmetic on small integers and lets weights be reused.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import math
 import secrets
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many", "encode_share",
-           "decode_share"]
+__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
+           "lagrange_weights_at_zero", "encode_share", "decode_share"]
 
 PRIME = (1 << 521) - 1
 SHARE_BYTES = 66  # ceil(521 / 8)
@@ -45,19 +45,14 @@ def split(secret: int, threshold: int, xs: Sequence[int]) -> list[int]:
 
 
 def reconstruct(points: Iterable[tuple[int, int]], threshold: int) -> int:
-    """Recover the constant term from ``threshold`` of the (x, y) points (see
-    :func:`reconstruct_many`, which shares one modular inverse among many secrets)."""
+    """Recover the constant term from ``threshold`` of the (x, y) points.
+
+    Uses the first ``threshold`` points with distinct x; a repeated x must repeat its y.
+    """
     return reconstruct_many([points], threshold)[0]
 
 
-def _fraction(points: Iterable[tuple[int, int]], threshold: int) -> tuple[int, int]:
-    """The constant term through ``threshold`` of the (x, y) points, as (numerator, denominator).
-
-    Uses the first ``threshold`` points with distinct x; a repeated x must repeat its y.
-    Lagrange weights at zero are
-    w_i = prod_{j!=i} x_j / (x_j - x_i); the numerators and denominators are products of small
-    integers, so the sum is formed over a common denominator and no inverse is taken here.
-    """
+def _choose(points: Iterable[tuple[int, int]], threshold: int) -> dict[int, int]:
     chosen: dict[int, int] = {}
     for x, y in points:
         if not 0 < x < PRIME or not 0 <= y < PRIME:
@@ -68,39 +63,45 @@ def _fraction(points: Iterable[tuple[int, int]], threshold: int) -> tuple[int, i
             continue
         chosen[x] = y
         if len(chosen) == threshold:
-            break
-    if len(chosen) < threshold:
-        raise ValueError("not enough distinct shares to reconstruct")
-    xs = list(chosen)
+            return chosen
+    raise ValueError("not enough distinct shares to reconstruct")
+
+
+def lagrange_weights_at_zero(xs: Sequence[int]) -> list[int]:
+    """w_i = prod_{j != i} x_j / (x_j - x_i) mod PRIME, so that f(0) = sum_i w_i f(x_i).
+
+    Numerators and denominators are products of small integers, computed exactly; the t
+    denominators are inverted together (Montgomery's trick: one modular inverse in all).
+    """
     numerator_all = math.prod(xs)
-    # Exact integer arithmetic (no reduction until the end): the denominators are products of
-    # small differences, so the numbers stay a few thousand bits long and this is fastest.
-    total = 0
-    common = 1
-    for xi in xs:
-        den = math.prod([xj - xi for xj in xs if xj != xi])
-        # Bring the running sum and this term over the common denominator common*den.
-        total = total * den + chosen[xi] * (numerator_all // xi) * common
-        common *= den
-    return total % PRIME, common % PRIME
+    dens = [math.prod([xj - xi for xj in xs if xj != xi]) % PRIME for xi in xs]
+    prefix = []
+    running = 1
+    for d in dens:
+        prefix.append(running)
+        running = running * d % PRIME
+    inverse = pow(running, -1, PRIME)
+    weights = [0] * len(xs)
+    for i in range(len(xs) - 1, -1, -1):
+        weights[i] = (numerator_all // xs[i]) * (inverse * prefix[i] % PRIME) % PRIME
+        inverse = inverse * dens[i] % PRIME
+    return weights
 
 
 def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
                      threshold: int) -> list[int]:
-    """Reconstruct several secrets; the modular inverses of their common denominators are
-    batched (Montgomery's trick), so the whole batch pays for one inversion."""
-    fractions = [_fraction(points, threshold) for points in point_sets]
-    prefix = []
-    running = 1
-    for _, den in fractions:
-        prefix.append(running)
-        running = running * den % PRIME
-    inverse = pow(running, -1, PRIME)
-    out = [0] * len(fractions)
-    for i in range(len(fractions) - 1, -1, -1):
-        num, den = fractions[i]
-        out[i] = num * (inverse * prefix[i] % PRIME) % PRIME
-        inverse = inverse * den % PRIME
+    """Reconstruct several secrets. Lagrange weights depend only on the x-coordinates used, so
+    they are computed once per distinct set of x-coordinates: when share holders are numbered
+    by their position relative to the owner, most secrets of a round share a handful of sets."""
+    cache: dict[tuple[int, ...], list[int]] = {}
+    out = []
+    for points in point_sets:
+        chosen = _choose(points, threshold)
+        xs = tuple(chosen)
+        weights = cache.get(xs)
+        if weights is None:
+            weights = cache[xs] = lagrange_weights_at_zero(xs)
+        out.append(sum(y * w for y, w in zip(chosen.values(), weights)) % PRIME)
     return out
 
 
