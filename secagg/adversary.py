@@ -8,7 +8,6 @@ an abort, or in a correct sum of the clients that took part with no input expose
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 from .config import RoundConfig
@@ -22,7 +21,6 @@ from .messages import (
     UnmaskRequest,
     ConsistencyRequest,
     decode,
-    peek,
 )
 from .stages import Stage
 

@@ -227,7 +227,8 @@ class SecAggClient:
                 held[sender] = (shamir.decode_share(plaintext[8:74]),
                                 shamir.decode_share(plaintext[74:]))
             except (InvalidMessage, ValueError):
-                raise self._abort("a share failed its integrity check", Stage.MASKED_INPUT) from None
+                raise self._abort("a share failed its integrity check",
+                                  Stage.MASKED_INPUT) from None
         if len(held) + 1 < config.threshold:
             raise self._abort("too few live neighbours to reach the threshold", Stage.MASKED_INPUT)
         prg = MaskGenerator(config.dim, config.modulus_bits)
@@ -299,7 +300,8 @@ class SecAggClient:
                         raise InvalidMessage("signature check failed")
                     crypto.verify(public, signature, b"consistency", payload)
                 except InvalidMessage:
-                    raise self._abort("a survivor-list signature is invalid", Stage.UNMASK) from None
+                    raise self._abort("a survivor-list signature is invalid",
+                                      Stage.UNMASK) from None
                 signers.add(signer)
             if len(signers) < config.threshold:
                 raise self._abort("fewer than threshold clients confirmed the survivor list",

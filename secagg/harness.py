@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from .adversary import Adversary, make_adversary
 from .client import SecAggClient
 from .config import MAX_CLIENT_ID, RoundConfig
-from .errors import CohortError, ConfigurationError, InvalidInput, InvalidMessage, ProtocolAbort
+from .errors import ConfigurationError, InvalidInput, InvalidMessage, ProtocolAbort
 from .params import DEFAULT_CORRUPT_RATE, DEFAULT_DROPOUT_RATE, choose_parameters, \
     required_modulus_bits
 from .server import SecAggServer

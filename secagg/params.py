@@ -236,7 +236,8 @@ def choose_parameters(n: int, *, neighbors: int | None = None, threshold: int | 
 
 
 def required_modulus_bits(n: int, input_bits: int) -> int:
-    """Bits that hold the exact sum of n inputs of ``input_bits`` bits: input_bits + ceil(log2 n)."""
+    """Bits that hold the exact sum of n inputs of ``input_bits`` bits:
+    input_bits + ceil(log2 n)."""
     if n < 1 or input_bits < 1:
         raise ConfigurationError("n and input_bits must be positive")
     return input_bits + max(0, (n - 1).bit_length())

@@ -20,7 +20,7 @@ from secagg import (
     simulate_round,
 )
 from secagg.client import ClientState
-from secagg.messages import Kind, UnmaskRequest, UnmaskShares, ShareKind, decode
+from secagg.messages import Kind, UnmaskRequest, ShareKind, decode
 
 N = 12
 

@@ -3,7 +3,6 @@ error and leaves the receiver's state as it was; a known sender of a bad message
 
 from __future__ import annotations
 
-import copy
 
 import numpy as np
 import pytest

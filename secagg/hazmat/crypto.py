@@ -1,8 +1,9 @@
 """Key agreement, key derivation, authenticated encryption and signatures for one round.
 
 X25519 (RFC 7748), AES-GCM and Ed25519 (RFC 8032) come from ``cryptography``; HKDF-SHA256
-(RFC 5869) is the standard library's HMAC-SHA256 in the RFC's two steps. Every derived key is bound by HKDF to the round tag and to the ordered pair of
-parties, with a label per purpose, so no key serves two purposes, two pairs or two rounds.
+(RFC 5869) is the standard library's HMAC-SHA256 in the RFC's two steps. Every derived key is
+bound by HKDF to the round tag and to the ordered pair of parties, with a label per purpose,
+so no key serves two purposes, two pairs or two rounds.
 Failures of decryption or verification raise :class:`~secagg.errors.InvalidMessage` with one fixed
 text: an attacker learns nothing about which check failed.
 """
@@ -17,7 +18,12 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import Encoding, PrivateFormat, PublicFormat, NoEncryption
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from ..errors import InvalidMessage
 from .prg import MASK_KEY_BYTES

@@ -155,7 +155,8 @@ class PackedAccumulator:
                 per = 8 // width
                 state.update(words=words, fields=[np.zeros(words, np.uint64) for _ in range(per)],
                              tmp=np.empty(words, np.uint64),
-                             mask=np.uint64(int.from_bytes(bytes([(1 << width) - 1]) * 8, "little")),
+                             mask=np.uint64(int.from_bytes(bytes([(1 << width) - 1]) * 8,
+                                                           "little")),
                              limit=255 // ((1 << width) - 1),
                              tail=np.zeros((length - words * 8) * per, dtype=np.uint64))
             self._state.append(state)
