@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
 __all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
@@ -88,6 +89,56 @@ def lagrange_weights_at_zero(xs: Sequence[int]) -> list[int]:
     return weights
 
 
+def _batch_inverse(values: Sequence[int]) -> list[int]:
+    """Inverses mod PRIME of non-zero values, with one modular exponentiation in all."""
+    prefix = []
+    running = 1
+    for v in values:
+        prefix.append(running)
+        running = running * v % PRIME
+    inverse = pow(running, -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inverse * prefix[i] % PRIME
+        inverse = inverse * values[i] % PRIME
+    return out
+
+
+@lru_cache(maxsize=64)
+def _dense_tables(top: int) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    """For x-coordinates drawn from 1..top: top! mod p, 1/(i * prod_{j != i}(j - i)) and 1/i.
+
+    prod_{j in 1..top, j != i} (j - i) = (-1)^(i-1) (i-1)! (top-i)!.
+    """
+    fact = [1] * (top + 1)
+    for i in range(1, top + 1):
+        fact[i] = fact[i - 1] * i
+    full = [(-1) ** (i - 1) * i * fact[i - 1] * fact[top - i] % PRIME for i in range(1, top + 1)]
+    return (fact[top] % PRIME, tuple(_batch_inverse(full)),
+            tuple(_batch_inverse(list(range(1, top + 1)))))
+
+
+def _weights(xs: tuple[int, ...]) -> list[int]:
+    """Lagrange weights at zero; fast when xs fill most of 1..max(xs) (holders by rank).
+
+    With K = max(xs) and M the ranks in 1..K that are missing from xs,
+    w_i = K! * prod_{m in M}(m - x_i) / (prod(M) * x_i * prod_{j in 1..K, j != x_i}(j - x_i)),
+    so a set costs |M| small multiplications per weight instead of a product over all of xs.
+    """
+    top = max(xs)
+    # Only worth it (and only bounded in memory) when xs are dense small ranks.
+    if top > 4096 or top > 2 * len(xs):
+        return lagrange_weights_at_zero(xs)
+    present = set(xs)
+    missing = [m for m in range(1, top + 1) if m not in present]
+    top_fact, inv_i_full, inv_small = _dense_tables(top)
+    scale = top_fact
+    for m in missing:
+        scale = scale * inv_small[m - 1] % PRIME
+    return [scale * math.prod([m - x for m in missing]) % PRIME * inv_i_full[x - 1] % PRIME
+            for x in xs]
+
+
 def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
                      threshold: int) -> list[int]:
     """Reconstruct several secrets. Lagrange weights depend only on the x-coordinates used, so
@@ -100,7 +151,7 @@ def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
         xs = tuple(chosen)
         weights = cache.get(xs)
         if weights is None:
-            weights = cache[xs] = lagrange_weights_at_zero(xs)
+            weights = cache[xs] = _weights(xs)
         out.append(sum(y * w for y, w in zip(chosen.values(), weights)) % PRIME)
     return out
 
