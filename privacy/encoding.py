@@ -34,7 +34,7 @@ from scipy import special
 from . import _validate as v
 from ._hadamard import fwht, next_power_of_two
 from .errors import ConfigurationError, InvalidUpdate
-from .noise import NoiseKind, sample_discrete_gaussian, sample_skellam
+from .noise import MAX_NOISE_VARIANCE, NoiseKind, sample_discrete_gaussian, sample_skellam
 from .randomness import RandomSource
 
 __all__ = [
@@ -212,6 +212,10 @@ def plan_encoding(*, dim: int, clip_norm: float, expected_clients: int,
     padded = next_power_of_two(dim)
     k = _k_stddevs(p)
     max_scale = _MAX_SCALED_NORM / clip_norm
+    if local_stddev > 0.0:
+        # Keep each client's noise variance (in integer units) where the samplers are exact;
+        # at that size the rounding error (< 1 unit) is a millionth of the noise anyway.
+        max_scale = min(max_scale, math.sqrt(MAX_NOISE_VARIANCE) / local_stddev)
 
     def scale_for(b: int) -> float:
         return min(heuristic_scale(local_stddev=local_stddev, clip_norm=clip_norm, bits=b,

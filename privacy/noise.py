@@ -25,6 +25,7 @@ from . import _validate as v
 from .errors import ConfigurationError
 
 __all__ = [
+    "MAX_NOISE_VARIANCE",
     "NoiseKind",
     "discrete_gaussian_pmf",
     "discrete_gaussian_variance",
@@ -32,6 +33,11 @@ __all__ = [
     "sample_discrete_gaussian_exact",
     "sample_skellam",
 ]
+
+# Largest per-draw noise variance (integer units) sampled: 2^40. numpy's Poisson sampler is
+# exact to within float64 rounding well past this, and a variance of 10^12 already makes the
+# rounding error (< 1 unit) negligible, so the encoder never needs more.
+MAX_NOISE_VARIANCE = float(2 ** 40)
 
 
 class NoiseKind(enum.Enum):
@@ -43,9 +49,18 @@ class NoiseKind(enum.Enum):
 
 
 def sample_skellam(*, variance: float, size: int, rng: np.random.Generator) -> np.ndarray:
-    """``size`` draws of the symmetric Skellam distribution with the given variance (int64)."""
+    """``size`` draws of the symmetric Skellam distribution with the given variance (int64).
+
+    numpy's Poisson sampler loses accuracy for very large means (its variance is 3% off at
+    1e15), so variances above :data:`MAX_NOISE_VARIANCE` are refused rather than sampled
+    wrongly; :func:`~privacy.encoding.plan_encoding` never asks for more.
+    """
     variance = v.nonnegative(variance, "variance")
     size = v.integer(size, "size", minimum=0)
+    if variance > MAX_NOISE_VARIANCE:
+        raise ConfigurationError(
+            f"Skellam variance {variance:.3g} exceeds {MAX_NOISE_VARIANCE:.3g}, beyond which the "
+            "Poisson sampler is not exact enough; use a larger scale factor gamma")
     if variance == 0.0:
         return np.zeros(size, dtype=np.int64)
     lam = variance / 2.0
