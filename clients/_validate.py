@@ -7,42 +7,23 @@ data (shapes, dtypes, non-finite values) raise :class:`secagg.errors.InvalidInpu
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
+from privacy._validate import integer, nonnegative, positive
+from privacy._validate import real as _real
 from secagg.errors import ConfigurationError, InvalidInput
 
-
-def integer(value: object, name: str, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ConfigurationError(f"{name} must be an integer, got {value!r}")
-    out = int(value)
-    if minimum is not None and out < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {out}")
-    return out
+# integer, positive and nonnegative are the privacy layer's checks (same rules, same error).
+__all__ = ["integer", "real", "positive", "nonnegative", "fraction", "unit_interval", "seed",
+           "features", "labels"]
 
 
 def real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigurationError(f"{name} must be a real number, got {value!r}")
-    out = float(value)
+    """A finite real number."""
+    out = _real(value, name)
     if not math.isfinite(out):
         raise ConfigurationError(f"{name} must be finite, got {value!r}")
-    return out
-
-
-def positive(value: object, name: str) -> float:
-    out = real(value, name)
-    if not out > 0:
-        raise ConfigurationError(f"{name} must be positive, got {value!r}")
-    return out
-
-
-def nonnegative(value: object, name: str) -> float:
-    out = real(value, name)
-    if out < 0:
-        raise ConfigurationError(f"{name} must be >= 0, got {value!r}")
     return out
 
 
@@ -71,7 +52,7 @@ def seed(value: object, name: str = "seed") -> int | None:
 def features(X: object, name: str = "X") -> np.ndarray:
     """A finite float32 array with at least one sample (first axis = samples)."""
     try:
-        arr = np.asarray(X, dtype=np.float32)
+        arr = np.array(X, dtype=np.float32)  # a writable copy: torch refuses read-only arrays
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{name} must be a numeric array: {exc}") from exc
     if arr.ndim < 2 or arr.shape[0] == 0:

@@ -15,6 +15,8 @@ from .encoding import (
     WeightedSumCodec,
     centre_lift,
     plan_encoding,
+    split_weighted,
+    weighted_vector,
     wrap_rate,
 )
 from .errors import BudgetExceeded, InvalidUpdate, LedgerError, UnsupportedEvent
@@ -75,6 +77,8 @@ __all__ = [
     "sample_discrete_gaussian",
     "sample_discrete_gaussian_exact",
     "sample_skellam",
+    "split_weighted",
     "train_with_dp",
+    "weighted_vector",
     "wrap_rate",
 ]

@@ -44,6 +44,8 @@ __all__ = [
     "WeightedSumCodec",
     "centre_lift",
     "plan_encoding",
+    "split_weighted",
+    "weighted_vector",
     "wrap_rate",
 ]
 
@@ -397,6 +399,38 @@ class Encoder:
         return acc.astype(cfg.dtype)
 
 
+def weighted_vector(update: Any, *, weight: float, clip_norm: float,
+                    max_weight: float) -> np.ndarray:
+    """(weight / max_weight) * [clip_c(update), c] as float64: the vector one site contributes so
+    that a single sum carries both sum_k w_k x_k and sum_k w_k (see :class:`WeightedSumCodec`)."""
+    max_weight = v.positive(max_weight, "max_weight")
+    c = v.positive(clip_norm, "clip_norm")
+    w = v.nonnegative(weight, "weight")
+    if w > max_weight:
+        raise ConfigurationError(f"weight {w} exceeds max_weight {max_weight}")
+    x = np.asarray(update)
+    if x.dtype.kind not in "fiu":
+        raise InvalidUpdate(f"update must be real numbers, got dtype {x.dtype}")
+    x = x.reshape(-1).astype(np.float64)
+    if not np.isfinite(x).all():
+        raise InvalidUpdate("update contains NaN or infinite entries")
+    norm = float(np.linalg.norm(x))
+    if norm > c:
+        x = x * (c / norm)
+    z = np.empty(x.size + 1)
+    z[:-1] = x
+    z[-1] = c
+    z *= w / max_weight
+    return z
+
+
+def split_weighted(total: np.ndarray, *, clip_norm: float,
+                   max_weight: float) -> tuple[np.ndarray, float]:
+    """(sum_k w_k x_k, sum_k w_k) from a (decoded, possibly noised) sum of weighted vectors."""
+    total = np.asarray(total, dtype=np.float64)
+    return total[:-1] * max_weight, float(total[-1]) * max_weight / clip_norm
+
+
 class WeightedSumCodec:
     """FedAvg's secret weights through the same path: one client sends (w/w_max)*[clip_c(x), c].
 
@@ -430,30 +464,29 @@ class WeightedSumCodec:
     def max_weight(self) -> float:
         return self._max_weight
 
+    @property
+    def update_clip(self) -> float:
+        """The clip c of the updates (the encoder itself clips at sqrt(2) c)."""
+        return self._update_clip
+
+    def encode_signed(self, update: Any, *, weight: float,
+                      randomness: RandomSource | None = None) -> np.ndarray:
+        """A site's integer vector before the modular wrap (to measure wrap rates)."""
+        z = weighted_vector(update, weight=weight, clip_norm=self._update_clip,
+                            max_weight=self._max_weight)
+        if z.size != self._encoder.config.dim:
+            raise InvalidUpdate("update has the wrong number of entries")
+        return self._encoder.encode_signed(z, randomness=randomness)
+
     def encode(self, update: Any, *, weight: float,
                randomness: RandomSource | None = None) -> np.ndarray:
-        w = v.nonnegative(weight, "weight")
-        if w > self._max_weight:
-            raise ConfigurationError(f"weight {w} exceeds max_weight {self._max_weight}")
-        x = np.asarray(update)
-        if x.dtype.kind not in "fiu":
-            raise InvalidUpdate(f"update must be real numbers, got dtype {x.dtype}")
-        x = x.reshape(-1).astype(np.float64)
-        if x.size != self._encoder.config.dim - 1:
-            raise InvalidUpdate("update has the wrong number of entries")
-        if not np.isfinite(x).all():
-            raise InvalidUpdate("update contains NaN or infinite entries")
-        c = self._update_clip
-        norm = float(np.linalg.norm(x))
-        if norm > c:
-            x = x * (c / norm)
-        z = np.empty(x.size + 1)
-        z[:-1] = x
-        z[-1] = c
-        z *= w / self._max_weight
-        return self._encoder.encode(z, randomness=randomness)
+        return self._encoder.wrap(self.encode_signed(update, weight=weight,
+                                                     randomness=randomness))
+
+    def split(self, total: np.ndarray) -> tuple[np.ndarray, float]:
+        """(sum_k w_k x_k, sum_k w_k) from a decoded float sum (e.g. after central noise)."""
+        return split_weighted(total, clip_norm=self._update_clip, max_weight=self._max_weight)
 
     def decode(self, aggregate: np.ndarray) -> tuple[np.ndarray, float]:
         """(sum_k w_k x_k, sum_k w_k) from the modular sum."""
-        out = self._encoder.decode(aggregate)
-        return out[:-1] * self._max_weight, float(out[-1]) * self._max_weight / self._update_clip
+        return self.split(self._encoder.decode(aggregate))

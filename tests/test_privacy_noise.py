@@ -90,3 +90,23 @@ def test_zero_variance_and_bad_arguments() -> None:
         sample_discrete_gaussian(sigma2=float("nan"), size=10, rng=rng)
     with pytest.raises(ConfigurationError):
         sample_discrete_gaussian_exact(sigma2=0)
+
+
+def test_skellam_beyond_the_exact_sampler_range_is_refused() -> None:
+    from privacy.noise import MAX_NOISE_VARIANCE
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ConfigurationError):
+        sample_skellam(variance=MAX_NOISE_VARIANCE * 2, size=4, rng=rng)
+    draws = sample_skellam(variance=MAX_NOISE_VARIANCE, size=200_000, rng=rng)
+    assert abs(draws.var() / MAX_NOISE_VARIANCE - 1.0) < 0.02
+
+
+def test_plan_caps_noise_variance_whatever_the_bits() -> None:
+    from privacy import NoiseKind, plan_encoding
+    from privacy.noise import MAX_NOISE_VARIANCE
+
+    for bits in (32, 48, 64):
+        cfg = plan_encoding(dim=1000, clip_norm=1.0, expected_clients=3, local_stddev=0.5,
+                            noise=NoiseKind.SKELLAM, bits=bits)
+        assert cfg.local_variance <= MAX_NOISE_VARIANCE * (1 + 1e-12)

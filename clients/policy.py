@@ -1,0 +1,151 @@
+"""A site's policy and the round requests it judges.
+
+A :class:`SitePolicy` says what a hospital agrees to take part in: which strategies and tasks,
+how many participants a round must have at least (so its contribution hides in a crowd), that
+its outputs only ever leave through secure aggregation (default on), and optionally a privacy
+budget (ε, δ). :func:`check_policy` judges a :class:`RoundRequest` against it *before the site
+computes anything* and raises :class:`PolicyViolation` naming the broken :class:`PolicyRule`.
+The privacy budget itself is enforced against the site's ledger by :class:`clients.site.Site`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from privacy import Budget, PrivacyEvent
+from privacy.events import DiscreteGaussianEvent, GaussianEvent, SkellamEvent
+from secagg.errors import ConfigurationError, PolicyViolation
+
+from . import _validate as v
+
+__all__ = [
+    "PolicyRule",
+    "RoundRequest",
+    "RoundTask",
+    "SitePolicy",
+    "SitePolicyViolation",
+    "StrategyName",
+    "check_policy",
+]
+
+
+class StrategyName(enum.Enum):
+    """The federated strategies a coordinator may ask a site to take part in."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDAVGM = "fedavgm"
+    FEDADAGRAD = "fedadagrad"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    DISTILLATION = "distillation"
+    FEDPER = "fedper"
+    FEDREP = "fedrep"
+    TRANSFER = "transfer"
+
+
+class RoundTask(enum.Enum):
+    """What the round asks of the site: train and send an update, report test metrics, or
+    predict on the public reference set (distillation)."""
+
+    FIT = "fit"
+    EVALUATE = "evaluate"
+    PREDICT_PUBLIC = "predict_public"
+
+
+class PolicyRule(enum.Enum):
+    STRATEGY = "strategy not allowed"
+    TASK = "task not allowed"
+    MIN_PARTICIPANTS = "too few participants"
+    SECURE_AGGREGATION = "secure aggregation required"
+    PRIVACY_REQUIRED = "a privacy charge is required"
+    STALE_ROUND = "round number older than the last round taken part in"
+
+
+class SitePolicyViolation(PolicyViolation):
+    """A :class:`PolicyViolation` that says which rule the request broke."""
+
+    def __init__(self, rule: PolicyRule, detail: str) -> None:
+        super().__init__(f"{rule.value}: {detail}")
+        self.rule = rule
+
+
+_ALL_STRATEGIES = frozenset(StrategyName)
+_ALL_TASKS = frozenset(RoundTask)
+_EVENTS = (GaussianEvent, SkellamEvent, DiscreteGaussianEvent)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SitePolicy:
+    """What a site agrees to. ``privacy_budget`` set means: every release must carry a privacy
+    charge, and the site's ledger (which must have this budget) must be able to pay it."""
+
+    allowed_strategies: frozenset[StrategyName] = field(default=_ALL_STRATEGIES)
+    allowed_tasks: frozenset[RoundTask] = field(default=_ALL_TASKS)
+    min_participants: int = 3
+    require_secure_aggregation: bool = True
+    privacy_budget: Budget | None = None
+
+    def __post_init__(self) -> None:
+        strategies = frozenset(self.allowed_strategies)
+        tasks = frozenset(self.allowed_tasks)
+        if not all(isinstance(s, StrategyName) for s in strategies):
+            raise ConfigurationError("allowed_strategies must hold StrategyName values")
+        if not all(isinstance(t, RoundTask) for t in tasks):
+            raise ConfigurationError("allowed_tasks must hold RoundTask values")
+        if not isinstance(self.require_secure_aggregation, bool):
+            raise ConfigurationError("require_secure_aggregation must be a bool")
+        if self.privacy_budget is not None and not isinstance(self.privacy_budget, Budget):
+            raise ConfigurationError("privacy_budget must be a privacy.Budget or None")
+        object.__setattr__(self, "allowed_strategies", strategies)
+        object.__setattr__(self, "allowed_tasks", tasks)
+        object.__setattr__(self, "min_participants",
+                           v.integer(self.min_participants, "min_participants", minimum=1))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundRequest:
+    """A coordinator's request to a site for one round. ``privacy_charge`` is the event the
+    round would cost the site (``None``: no differential privacy in this round)."""
+
+    round_number: int
+    strategy: StrategyName
+    n_participants: int
+    secure_aggregation: bool
+    task: RoundTask = RoundTask.FIT
+    privacy_charge: PrivacyEvent | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "round_number",
+                           v.integer(self.round_number, "round_number", minimum=0))
+        object.__setattr__(self, "n_participants",
+                           v.integer(self.n_participants, "n_participants", minimum=1))
+        if not isinstance(self.strategy, StrategyName):
+            raise ConfigurationError("strategy must be a StrategyName")
+        if not isinstance(self.task, RoundTask):
+            raise ConfigurationError("task must be a RoundTask")
+        if not isinstance(self.secure_aggregation, bool):
+            raise ConfigurationError("secure_aggregation must be a bool")
+        if self.privacy_charge is not None and not isinstance(self.privacy_charge, _EVENTS):
+            raise ConfigurationError("privacy_charge must be a privacy event or None")
+
+
+def check_policy(policy: SitePolicy, request: RoundRequest, *,
+                 last_round: int | None = None) -> None:
+    """Raise :class:`SitePolicyViolation` if ``request`` breaks ``policy``; change nothing."""
+    if request.strategy not in policy.allowed_strategies:
+        raise SitePolicyViolation(PolicyRule.STRATEGY, request.strategy.value)
+    if request.task not in policy.allowed_tasks:
+        raise SitePolicyViolation(PolicyRule.TASK, request.task.value)
+    if request.n_participants < policy.min_participants:
+        raise SitePolicyViolation(PolicyRule.MIN_PARTICIPANTS,
+                                  f"{request.n_participants} < {policy.min_participants}")
+    if policy.require_secure_aggregation and not request.secure_aggregation:
+        raise SitePolicyViolation(PolicyRule.SECURE_AGGREGATION, "the round would send in clear")
+    if policy.privacy_budget is not None and request.privacy_charge is None:
+        raise SitePolicyViolation(PolicyRule.PRIVACY_REQUIRED,
+                                  "the site has a privacy budget; every release must be charged")
+    if last_round is not None and request.round_number < last_round:
+        raise SitePolicyViolation(PolicyRule.STALE_ROUND,
+                                  f"round {request.round_number} < {last_round}")

@@ -1,0 +1,232 @@
+"""The site: one hospital's private data, its model, its policy and (optionally) its ledger.
+
+Every request is judged first — :meth:`Site.check_round` applies the :class:`SitePolicy` and,
+when the site has a privacy ledger, asks the ledger whether the round's charge fits the budget
+*without charging it* (the coordinator charges after the round, with the clients actually
+summed) — and only then does the site compute. A refused request leaves the site exactly as it
+was. What leaves the site is a flat float64 delta with its sample count (:class:`Update`), to be
+encoded and masked for the secure sum, or predictions on the public reference set.
+
+A site with a ledger always has a privacy budget: if the policy names none, the ledger's is
+used, and if it names one, it must be the ledger's.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from privacy import SiteLedger
+from secagg.errors import ConfigurationError, InvalidInput
+
+from . import _validate as v
+from .distill import DistillStats, distill, predict_soft
+from .params import Part, get_flat_params, set_flat_params
+from .partition import SiteData
+from .personal import PersonalMode, train_personal
+from .policy import RoundRequest, RoundTask, SitePolicy, check_policy
+from .training import EvalResult, Optimizer, evaluate, train_local
+
+__all__ = ["Site", "Update"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Update:
+    """A site's contribution to one round: ``delta`` = new − old flat parameters (of ``part``;
+    ``None`` = every trainable parameter), the number of training samples and the last epoch's
+    mean training loss."""
+
+    site_id: str
+    round_number: int
+    delta: np.ndarray
+    n_samples: int
+    train_loss: float
+    part: Part | None = None
+
+    def __post_init__(self) -> None:
+        delta = np.array(self.delta, dtype=np.float64)
+        if delta.ndim != 1 or not np.isfinite(delta).all():
+            raise InvalidInput("an update's delta must be a finite 1-D vector")
+        delta.setflags(write=False)
+        object.__setattr__(self, "delta", delta)
+
+
+class Site:
+    """One hospital site. ``model`` is trained in place across rounds (its head stays here when
+    personalising); ``seed`` makes local shuffling reproducible (tests and simulations)."""
+
+    def __init__(self, site_id: str, *, data: SiteData, model: nn.Module,
+                 policy: SitePolicy | None = None, ledger: SiteLedger | None = None,
+                 seed: int | None = None) -> None:
+        if not isinstance(site_id, str) or not site_id:
+            raise ConfigurationError("site_id must be a non-empty string")
+        if not isinstance(data, SiteData):
+            raise ConfigurationError("data must be a clients.SiteData")
+        if not isinstance(model, nn.Module):
+            raise ConfigurationError("model must be a torch nn.Module")
+        policy = SitePolicy() if policy is None else policy
+        if not isinstance(policy, SitePolicy):
+            raise ConfigurationError("policy must be a SitePolicy")
+        if ledger is not None:
+            if not isinstance(ledger, SiteLedger):
+                raise ConfigurationError("ledger must be a privacy.SiteLedger")
+            if ledger.site_id != site_id:
+                raise ConfigurationError(f"the ledger is for site {ledger.site_id!r}")
+            if policy.privacy_budget is None:
+                policy = dataclasses.replace(policy, privacy_budget=ledger.budget)
+            elif policy.privacy_budget != ledger.budget:
+                raise ConfigurationError("the policy's privacy budget differs from the ledger's")
+        elif policy.privacy_budget is not None:
+            raise ConfigurationError("a privacy budget needs a ledger to enforce it")
+        self._site_id = site_id
+        self._data = data
+        self._model = model
+        self._policy = policy
+        self._ledger = ledger
+        self._seed = v.seed(seed)
+        self._last_round: int | None = None
+        self._rounds_done = 0
+
+    # -- properties ----------------------------------------------------------------------
+    @property
+    def site_id(self) -> str:
+        return self._site_id
+
+    @property
+    def model(self) -> nn.Module:
+        return self._model
+
+    @property
+    def policy(self) -> SitePolicy:
+        return self._policy
+
+    @property
+    def ledger(self) -> SiteLedger | None:
+        return self._ledger
+
+    @property
+    def n_train(self) -> int:
+        return len(self._data.train)
+
+    # -- judging -------------------------------------------------------------------------
+    def check_round(self, request: RoundRequest) -> float | None:
+        """Raise ``PolicyViolation`` (or ``privacy.BudgetExceeded``) if the site must refuse
+        ``request``; otherwise return the epsilon the site would have spent after the round's
+        charge (``None`` without a ledger). Changes nothing."""
+        if not isinstance(request, RoundRequest):
+            raise ConfigurationError("request must be a RoundRequest")
+        check_policy(self._policy, request, last_round=self._last_round)
+        if self._ledger is not None and request.privacy_charge is not None:
+            return self._ledger.check(request.privacy_charge)
+        return None
+
+    def _admit(self, request: RoundRequest, task: RoundTask) -> None:
+        if not isinstance(request, RoundRequest):
+            raise ConfigurationError("request must be a RoundRequest")
+        if request.task is not task:
+            raise ConfigurationError(f"the request is for {request.task.value}, not {task.value}")
+        self.check_round(request)
+
+    def _round_seed(self, round_number: int) -> int:
+        entropy = None if self._seed is None else [self._seed, round_number]
+        return int(np.random.SeedSequence(entropy).generate_state(1)[0])
+
+    # -- work ----------------------------------------------------------------------------
+    def fit(self, global_flat_params: np.ndarray, *, request: RoundRequest, epochs: int,
+            lr: float, batch_size: int = 32, prox_mu: float = 0.0, part: Part | None = None,
+            optimizer: Optimizer = Optimizer.SGD, personal: PersonalMode | None = None,
+            head_epochs: int = 1) -> Update:
+        """Load the global parameters of ``part``, train locally and return the delta of
+        ``part``: FedAvg, or FedProx with ``prox_mu`` > 0 (anchored at the global model).
+        ``personal`` (which needs ``part=Part.BODY``) selects FedPer — the whole model trains,
+        only the body is shared — or FedRep's head-then-body schedule; ``part=Part.BODY`` alone
+        means FedPer."""
+        if personal is not None and (not isinstance(personal, PersonalMode)
+                                     or part is not Part.BODY):
+            raise ConfigurationError("personal must be a PersonalMode, used with part=Part.BODY")
+        self._admit(request, RoundTask.FIT)
+        set_flat_params(self._model, global_flat_params, part=part)
+        before = get_flat_params(self._model, part=part)
+        seed = self._round_seed(request.round_number)
+        if personal is PersonalMode.FEDREP:
+            stats = train_personal(self._model, self._data.train.X, self._data.train.y,
+                                   mode=personal, epochs=epochs, lr=lr, head_epochs=head_epochs,
+                                   batch_size=batch_size, optimizer=optimizer, prox_mu=prox_mu,
+                                   seed=seed)
+            return self._finish(request, before, stats.n_samples, stats.mean_loss, part)
+        trained = train_local(self._model, self._data.train.X, self._data.train.y,
+                              epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
+                              prox_mu=prox_mu, seed=seed)
+        return self._finish(request, before, trained.n_samples, trained.mean_loss, part)
+
+    def _finish(self, request: RoundRequest, before: np.ndarray, n_samples: int, loss: float,
+                part: Part | None) -> Update:
+        delta = get_flat_params(self._model, part=part) - before
+        self._last_round = request.round_number
+        self._rounds_done += 1
+        return Update(site_id=self._site_id, round_number=request.round_number, delta=delta,
+                      n_samples=n_samples, train_loss=loss, part=part)
+
+    def evaluate(self, flat_params: np.ndarray, *, request: RoundRequest,
+                 part: Part | None = None) -> EvalResult:
+        """Metrics of the given parameters (of ``part``; the rest from the site's own model,
+        e.g. its personal head) on the site's local test split. The site's model is untouched."""
+        self._admit(request, RoundTask.EVALUATE)
+        probe = copy.deepcopy(self._model)
+        set_flat_params(probe, flat_params, part=part)
+        return evaluate(probe, self._data.test.X, self._data.test.y)
+
+    def predict_public(self, X_public: np.ndarray, *, request: RoundRequest,
+                       temperature: float = 1.0) -> np.ndarray:
+        """The site model's soft predictions on the public reference set (distillation)."""
+        self._admit(request, RoundTask.PREDICT_PUBLIC)
+        return predict_soft(self._model, X_public, temperature=temperature)
+
+    def distill(self, X_public: np.ndarray, targets: np.ndarray, *, request: RoundRequest,
+                epochs: int, lr: float, temperature: float = 1.0,
+                alpha_ce: float = 0.0) -> DistillStats:
+        """Distil the site's model toward the consensus ``targets`` (nothing leaves the site);
+        with ``alpha_ce`` > 0, mixed with the loss on the site's private training data."""
+        alpha_ce = v.unit_interval(alpha_ce, "alpha_ce")
+        self._admit(request, RoundTask.FIT)
+        private = (self._data.train.X, self._data.train.y) if alpha_ce > 0 else (None, None)
+        stats = distill(self._model, X_public, targets, epochs=epochs, lr=lr,
+                        temperature=temperature, alpha_ce=alpha_ce, X_private=private[0],
+                        y_private=private[1], seed=self._round_seed(request.round_number))
+        self._last_round = request.round_number
+        self._rounds_done += 1
+        return stats
+
+    # -- persistence ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"site_id": self._site_id, "last_round": self._last_round,
+                "rounds_done": self._rounds_done,
+                "model": {k: t.detach().clone() for k, t in self._model.state_dict().items()}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a snapshot of this site (same site id, same model layout); checked first."""
+        try:
+            site_id, last_round = state["site_id"], state["last_round"]
+            rounds_done, model_state = state["rounds_done"], dict(state["model"])
+        except (KeyError, TypeError) as exc:
+            raise ConfigurationError(f"not a site state: {exc}") from exc
+        if site_id != self._site_id:
+            raise ConfigurationError(f"the snapshot is of site {site_id!r}")
+        if last_round is not None:
+            last_round = v.integer(last_round, "last_round", minimum=0)
+        rounds_done = v.integer(rounds_done, "rounds_done", minimum=0)
+        mine = self._model.state_dict()
+        if set(mine) != set(model_state) or any(
+                not isinstance(model_state[k], torch.Tensor) or model_state[k].shape != t.shape
+                for k, t in mine.items()):
+            raise InvalidInput("the snapshot's model does not match this site's model")
+        self._model.load_state_dict(model_state)
+        self._last_round = last_round
+        self._rounds_done = rounds_done
