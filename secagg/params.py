@@ -6,7 +6,8 @@ fraction of corrupt clients and of dropouts, (a) the graph of honest survivors s
 (b) a threshold t exists that no client's corrupt neighbours reach (statistical security 2^-40)
 while every client keeps at least t surviving neighbours (failure probability 2^-20). Both bounds
 use the hypergeometric law of a client's neighbourhood. When no such k < n - 1 exists (small
-cohorts), the complete graph of classic SecAgg is used with a threshold that keeps a majority.
+cohorts, and by default any cohort of at most 32 clients), the complete graph of classic SecAgg
+is used with a threshold that keeps a majority.
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ __all__ = [
 SECURITY_BITS = 40
 CORRECTNESS_BITS = 20
 DEFAULT_DROPOUT_RATE = 0.33
+# Up to this many clients the default is the complete graph: it costs little at this size, and
+# the finder's sparse graphs rest on large-n bounds (a 10-client ring of degree 4 aborts when
+# two neighbours drop together).
+COMPLETE_GRAPH_UP_TO = 32
 DEFAULT_CORRUPT_RATE = 0.05
 # Floating-point slack so that rounding errors in the rates never round in the insecure direction.
 _EPS = 1e-14
@@ -211,7 +216,7 @@ def choose_parameters(n: int, *, neighbors: int | None = None, threshold: int | 
     """Fill in whichever of degree and threshold is not given, then check the pair."""
     if neighbors is None:
         found = harary_parameters(n, corrupt_rate=corrupt_rate, dropout_rate=dropout_rate,
-                                  malicious=malicious) if n > 3 else None
+                                  malicious=malicious) if n > COMPLETE_GRAPH_UP_TO else None
         if found is None:
             neighbors = n - 1
             if threshold is None:

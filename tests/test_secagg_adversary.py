@@ -76,8 +76,10 @@ def test_inconsistent_views_collects_both_kinds_of_share_but_never_enough(inputs
     """The attack really splits the clients (shares of both kinds about the victim reach the
     server), and the threshold still keeps the victim's input hidden."""
     try:
-        result = simulate_round(inputs, modulus_bits=24, malicious=True,
-                                adversary="inconsistent_views")
+        # A sparse graph (k=8, t=5) lets each half of the split reach the threshold of
+        # signatures; on the complete graph the smaller half would already stop short.
+        result = simulate_round(inputs, modulus_bits=24, malicious=True, neighbors=8,
+                                threshold=5, adversary="inconsistent_views")
         transcript = result.transcript
     except ProtocolAbort as exc:
         transcript = exc.transcript

@@ -17,17 +17,18 @@ def run(*args):
 
 
 def test_bench_json_has_the_documented_fields():
-    proc = run("bench", "--clients", "12", "--dim", "1000", "--dropout", "0.2", "--json",
+    proc = run("bench", "--clients", "12", "--dim", "20000", "--dropout", "0.2", "--json",
                "--no-progress", "--memory")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert REQUIRED <= report.keys()
     assert report["correct"] is True
-    assert report["clients"] == 12 and report["dim"] == 1000
+    assert report["clients"] == 12 and report["dim"] == 20000
     assert report["modulus_bits"] == 16 + 4
     assert report["server_peak_bytes"] > 0
-    # 20 bits per entry on the wire for 16-bit inputs: expansion just above 20/16.
-    assert 20 / 16 <= report["expansion"] < 20 / 16 + 1.0
+    # 20 bits per entry on the wire for 16-bit inputs: expansion just above 20/16 (keys and
+    # the 11 encrypted shares of the complete graph add about 0.1 at this length).
+    assert 20 / 16 <= report["expansion"] < 20 / 16 + 0.2
 
 
 def test_bench_with_explicit_graph_and_modulus():

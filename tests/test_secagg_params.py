@@ -39,10 +39,11 @@ def test_design_table_rows():
 
 
 def test_small_cohorts_fall_back_to_the_complete_graph():
-    for n in (2, 3):
+    for n in (2, 3, 4, 10, 32):
         params = choose_parameters(n)
         assert params.neighbors == n - 1
         assert 1 <= params.threshold <= n
+    assert choose_parameters(33).neighbors < 32
 
 
 def test_infeasible_rates_are_refused():

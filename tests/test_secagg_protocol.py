@@ -74,16 +74,25 @@ def test_aggregate_is_exact_in_malicious_mode(case, data):
     assert_exact(result, inputs, bits)
 
 
-@pytest.mark.parametrize("n", [20, 40])
+@pytest.mark.parametrize("n", [40, 64])
 def test_sparse_graph_from_parameter_table(n):
     rng = np.random.default_rng(n)
     inputs = {c: rng.integers(0, 1 << 16, 64) for c in range(n)}
     dropped = set(rng.choice(n, size=n // 10, replace=False).tolist())
-    result = simulate_round(inputs, modulus_bits=16 + 6, dropouts={"masked_input": dropped},
+    result = simulate_round(inputs, modulus_bits=16 + 7, dropouts={"masked_input": dropped},
                             input_bits=16)
     assert result.config.neighbors < n - 1
-    assert_exact(result, inputs, 22)
+    assert_exact(result, inputs, 23)
     assert result.included == frozenset(range(n)) - dropped
+
+
+@pytest.mark.parametrize("n", [5, 10, 32])
+def test_small_cohorts_default_to_the_complete_graph_and_survive_adjacent_dropouts(n):
+    rng = np.random.default_rng(n)
+    inputs = {c: rng.integers(0, 1 << 12, 8) for c in range(n)}
+    result = simulate_round(inputs, modulus_bits=18, dropouts={"masked_input": [0, 1]})
+    assert result.config.neighbors == n - 1
+    assert_exact(result, inputs, 18)
 
 
 def test_odd_degree_on_odd_roster_still_sums():
