@@ -1,0 +1,124 @@
+"""What a simulated consortium run is: :class:`SimulationConfig` and its choices."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from clients import DatasetName, ModelKind, PartitionScheme, PersonalMode
+from secagg.errors import ConfigurationError
+
+from ..strategies import StrategyName
+from ..sum_config import PrivacyMode
+
+__all__ = ["Algorithm", "Transfer", "SimulationConfig"]
+
+
+class Algorithm(enum.Enum):
+    """How the consortium learns: a server optimiser over one shared model, federated
+    distillation over heterogeneous models, or a shared body with personal heads."""
+
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDAVGM = "fedavgm"
+    FEDADAGRAD = "fedadagrad"
+    FEDADAM = "fedadam"
+    FEDYOGI = "fedyogi"
+    DISTILL = "distill"
+    PERSONALIZED = "personalized"
+
+    @property
+    def server_optimiser(self) -> StrategyName | None:
+        try:
+            return StrategyName(self.value)
+        except ValueError:
+            return None
+
+
+class Transfer(enum.Enum):
+    """Start from a backbone pretrained on the public split: not at all, frozen, or fine-tuned."""
+
+    NONE = "none"
+    FROZEN = "frozen"
+    FINETUNE = "finetune"
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig:
+    """One run. Privacy parameters are keyword-only like everything else; ``seed`` fixes the
+    data split, partition, model initialisation, local shuffling and the simulated dropouts,
+    and makes the secure sum's randomness reproducible (a simulation, not a deployment)."""
+
+    dataset: DatasetName | Path = DatasetName.BREAST_CANCER
+    label_column: str | None = None
+    sites: int = 5
+    rounds: int = 30
+    partition: PartitionScheme = PartitionScheme.LABEL_DIRICHLET
+    alpha: float = 0.5
+    algorithm: Algorithm = Algorithm.FEDAVG
+    models: tuple[ModelKind, ...] = (ModelKind.MLP,)
+    hidden: int = 32
+    secagg: bool = True
+    dp: PrivacyMode = PrivacyMode.NONE
+    noise_multiplier: float = 1.0
+    clip: float | None = None
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    local_epochs: int = 2
+    lr: float = 0.1
+    batch_size: int = 32
+    prox_mu: float = 0.01
+    server_lr: float | None = None
+    personal_mode: PersonalMode = PersonalMode.FEDPER
+    transfer: Transfer = Transfer.NONE
+    pretrain_epochs: int = 30
+    distill_epochs: int = 3
+    temperature: float = 2.0
+    global_student: bool = True
+    dropout_rate: float = 0.0
+    modulus_bits: int | None = None
+    baselines: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.algorithm, Algorithm):
+            raise ConfigurationError("algorithm must be an Algorithm")
+        if not isinstance(self.dp, PrivacyMode):
+            raise ConfigurationError("dp must be a PrivacyMode")
+        if not isinstance(self.transfer, Transfer):
+            raise ConfigurationError("transfer must be a Transfer")
+        if not self.models or not all(isinstance(m, ModelKind) for m in self.models):
+            raise ConfigurationError("models must be a non-empty tuple of ModelKind")
+        if self.sites < 2:
+            raise ConfigurationError("a consortium needs at least two sites")
+        if self.rounds < 1 or self.local_epochs < 1:
+            raise ConfigurationError("rounds and local_epochs must be at least 1")
+        if not 0.0 <= self.dropout_rate < 1.0:
+            raise ConfigurationError("dropout_rate must lie in [0, 1)")
+        if self.dp is PrivacyMode.DISTRIBUTED and not self.secagg:
+            raise ConfigurationError("distributed DP needs the secure sum (--secagg)")
+        if self.dp is not PrivacyMode.NONE and not self.noise_multiplier > 0:
+            raise ConfigurationError("a DP mode needs a positive noise multiplier")
+        if self.target_epsilon is not None and self.dp is PrivacyMode.NONE:
+            raise ConfigurationError("a target epsilon needs a DP mode (--dp)")
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ConfigurationError("target_epsilon must be positive")
+        if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
+            raise ConfigurationError("clip must be a positive number")
+        if len(set(self.models)) > 1 and self.algorithm is not Algorithm.DISTILL:
+            raise ConfigurationError("sites with different models can only learn by distillation")
+        if self.transfer is not Transfer.NONE and self.algorithm in (Algorithm.DISTILL,):
+            raise ConfigurationError("transfer starts a shared model; it does not apply to distill")
+
+    @property
+    def update_clip(self) -> float:
+        """The L2 clip of each site's update: the given one, else 1 with DP (where it is the
+        sensitivity) and 10 without (wide enough to leave typical updates alone)."""
+        if self.clip is not None:
+            return self.clip
+        return 1.0 if self.dp is not PrivacyMode.NONE else 10.0
+
+    def model_for(self, index: int) -> ModelKind:
+        return self.models[index % len(self.models)]

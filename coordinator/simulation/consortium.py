@@ -1,0 +1,90 @@
+"""Building a simulated consortium: the data split, one :class:`clients.Site` per hospital with
+its own model, policy and (with a privacy budget) ledger, and the coordinator's starting model."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from clients import (
+    DataSplits,
+    Site,
+    SiteData,
+    SitePolicy,
+    load_backbone,
+    load_dataset,
+    make_model,
+    make_site_data,
+    pretrain_backbone,
+    split_dataset,
+)
+from privacy import Budget, SiteLedger
+
+from .config import SimulationConfig, Transfer
+
+__all__ = ["Consortium", "build_consortium"]
+
+
+@dataclass
+class Consortium:
+    splits: DataSplits
+    site_data: list[SiteData]
+    sites: list[Site]
+    global_model: nn.Module | None  # None for distillation: there is no shared model
+    backbone: Path | None
+
+
+def _fresh_model(config: SimulationConfig, splits: DataSplits, index: int, seed: int) -> nn.Module:
+    return make_model(config.model_for(index), input_shape=splits.feature_shape,
+                      n_outputs=splits.n_outputs, hidden=config.hidden, seed=seed)
+
+
+def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) -> Consortium:
+    """Everything a run starts from, deterministic given ``config.seed``."""
+    dataset = load_dataset(config.dataset, label_column=config.label_column)
+    splits = split_dataset(dataset, seed=config.seed)
+    site_data = make_site_data(splits, n_sites=config.sites, scheme=config.partition,
+                               alpha=config.alpha, seed=config.seed)
+    work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="cohort-"))
+    backbone = None
+    if config.transfer is not Transfer.NONE:
+        backbone = pretrain_backbone(config.models[0], splits, path=work_dir / "backbone.pt",
+                                     epochs=config.pretrain_epochs, seed=config.seed,
+                                     hidden=config.hidden)
+    freeze = config.transfer is Transfer.FROZEN
+    # Every site of a shared-model run starts from the same weights (the coordinator's model).
+    shared_seed = config.seed + 10_007
+    global_model = None
+    if config.algorithm.value != "distill":
+        global_model = _fresh_model(config, splits, 0, shared_seed)
+        if backbone is not None:
+            load_backbone(global_model, backbone, freeze=freeze)
+    # A simulated consortium is new every run: its sites' ledgers start empty.
+    ledger_path = work_dir / "ledgers.sqlite"
+    for stale in work_dir.glob("ledgers.sqlite*"):
+        stale.unlink()
+    sites = []
+    for i, data in enumerate(site_data):
+        site_id = f"hospital-{i + 1:02d}"
+        seed = shared_seed if global_model is not None else config.seed + 20_011 * (i + 1)
+        model = _fresh_model(config, splits, i, seed)
+        if backbone is not None:
+            load_backbone(model, backbone, freeze=freeze)
+        ledger = None
+        if config.target_epsilon is not None:
+            ledger = SiteLedger(ledger_path, site_id=site_id,
+                                budget=Budget(epsilon=config.target_epsilon, delta=config.delta))
+        policy = SitePolicy(min_participants=2, require_secure_aggregation=config.secagg,
+                            privacy_budget=None if ledger is None else ledger.budget)
+        sites.append(Site(site_id, data=data, model=model, policy=policy, ledger=ledger,
+                          seed=config.seed + 31 * (i + 1)))
+    return Consortium(splits=splits, site_data=site_data, sites=sites,
+                      global_model=global_model, backbone=backbone)
+
+
+def site_sizes(consortium: Consortium) -> np.ndarray:
+    return np.array([s.n_train for s in consortium.sites])

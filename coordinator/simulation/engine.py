@@ -1,0 +1,341 @@
+"""The in-process simulation engine: rounds of federated learning over the secure sum.
+
+Each round the coordinator asks every site to take part (a :class:`clients.RoundRequest` that
+names the strategy, the participants, whether the sum is secure, and the worst privacy charge
+the round could cost — the one with the fewest survivors the secure sum accepts). Sites check
+their policy and budget *before* computing anything. The sites that agree train locally; their
+updates go through the privacy encoding and the secure sum (or, with ``secagg=False``, a clear
+sum for comparison); the coordinator's strategy applies the revealed sums; every site that was
+summed charges its ledger with what the round really cost; the global model is evaluated.
+Training stops cleanly, and says why, when a site's budget would be exceeded.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clients import (
+    Part,
+    RoundRequest,
+    RoundTask,
+    Site,
+    StrategyName as SiteStrategy,
+    distill,
+    evaluate,
+    get_flat_params,
+    make_model,
+    set_flat_params,
+)
+from privacy import BudgetExceeded, GaussianEvent, PrivacyEvent
+from secagg import choose_parameters
+from secagg.errors import PolicyViolation, ProtocolAbort
+
+from ..accounting import RoundAccountant
+from ..secure_sum import secure_sum
+from ..strategies import Strategy, StrategyName, make_strategy
+from ..sum_config import PrivacyMode, SecureSumConfig
+from .config import Algorithm, SimulationConfig
+from .consortium import Consortium, build_consortium
+
+__all__ = ["RoundRecord", "SimulationResult", "Simulation"]
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One line of ``metrics.jsonl``. ``accuracy`` is R² for regression tasks."""
+
+    round: int
+    accuracy: float | None
+    loss: float | None
+    participants: int
+    planned: int
+    epsilon: float | None
+    seconds: float
+    wrap_rate: float | None = None
+    secure_bytes: int | None = None
+    student_accuracy: float | None = None
+    note: str | None = None
+
+
+@dataclass
+class SimulationResult:
+    config: SimulationConfig
+    rounds: list[RoundRecord] = field(default_factory=list)
+    stopped: str | None = None
+    site_accuracy: dict[str, float] = field(default_factory=dict)
+    site_global_accuracy: dict[str, float] = field(default_factory=dict)
+    final_accuracy: float | None = None
+    final_meaning: str = ""
+    epsilon: float | None = None
+    metric: str = "accuracy"
+
+
+def _score(result) -> float:
+    return float(result.accuracy if result.accuracy is not None else result.r2)
+
+
+class Simulation:
+    """One simulated consortium run, round by round."""
+
+    def __init__(self, config: SimulationConfig, *, work_dir: Path | None = None) -> None:
+        self.config = config
+        self.consortium: Consortium = build_consortium(config, work_dir=work_dir)
+        splits = self.consortium.splits
+        self.metric = "accuracy" if splits.task.value == "classification" else "r2"
+        self.accountant = RoundAccountant()
+        self._rng = np.random.default_rng(config.seed + 7)  # simulated dropouts only
+        self._strategy: Strategy | None = None
+        self._student = None
+        if config.algorithm is Algorithm.DISTILL and config.global_student:
+            self._student = make_model(config.models[0], input_shape=splits.feature_shape,
+                                       n_outputs=splits.n_outputs, hidden=config.hidden,
+                                       seed=config.seed + 3)
+
+    # -- the secure sum of one round -------------------------------------------------------
+    def _sum_config(self, *, clip: float, max_weight: float) -> SecureSumConfig:
+        cfg = self.config
+        return SecureSumConfig(mode=cfg.dp, clip_norm=clip, max_weight=max_weight,
+                               noise_multiplier=cfg.noise_multiplier if cfg.dp is not
+                               PrivacyMode.NONE else 0.0, secure=cfg.secagg,
+                               modulus_bits=cfg.modulus_bits)
+
+    def _worst_charge(self, sum_config: SecureSumConfig, dim: int, n: int) -> PrivacyEvent | None:
+        """The charge of a round in which only the fewest clients the secure sum accepts
+        survive: what every site must be able to afford before it computes anything."""
+        if sum_config.mode is PrivacyMode.NONE:
+            return None
+        if not sum_config.secure:
+            return GaussianEvent(noise_multiplier=sum_config.noise_multiplier)
+        rp = sum_config.round_privacy()
+        plan = rp.plan(dim=dim + 1, expected_clients=n)
+        fewest = min(n, choose_parameters(n).threshold)
+        return rp.event(plan, survivors=fewest)
+
+    def _dropouts(self, sites: list[Site]) -> dict[str, list[str]] | None:
+        rate = self.config.dropout_rate
+        if rate <= 0:
+            return None
+        gone = [s.site_id for s in sites if self._rng.random() < rate]
+        return {"masked_input": gone} if gone else None
+
+    def _admit(self, round_number: int, task: RoundTask, charge: PrivacyEvent | None,
+               strategy: SiteStrategy) -> tuple[list[Site], RoundRequest]:
+        sites = self.consortium.sites
+        request = RoundRequest(round_number=round_number, strategy=strategy,
+                               n_participants=len(sites), secure_aggregation=self.config.secagg,
+                               task=task, privacy_charge=charge)
+        for site in sites:
+            site.check_round(request)  # BudgetExceeded / PolicyViolation stop the run
+        return sites, request
+
+    def _charge(self, sites: list[Site], included, event: PrivacyEvent | None,
+                round_number: int) -> None:
+        if event is None:
+            return
+        for site in sites:
+            if site.site_id in included and site.ledger is not None:
+                site.ledger.charge(event, round_id=f"round-{round_number}")
+        self.accountant.record(event, round_number=round_number)
+
+    def _epsilon(self) -> float | None:
+        if self.config.dp is PrivacyMode.NONE or not self.accountant.rounds:
+            return None
+        return float(self.accountant.epsilon(delta=self.config.delta))
+
+    # -- one round per algorithm -----------------------------------------------------------
+    def _shared_round(self, r: int, global_flat: np.ndarray) -> tuple[np.ndarray, dict]:
+        cfg = self.config
+        personal = cfg.algorithm is Algorithm.PERSONALIZED
+        part = Part.BODY if personal else None
+        sites = self.consortium.sites
+        dp = cfg.dp is not PrivacyMode.NONE
+        max_weight = 1.0 if dp else float(max(s.n_train for s in sites))
+        sum_config = self._sum_config(clip=cfg.update_clip, max_weight=max_weight)
+        charge = self._worst_charge(sum_config, global_flat.size, len(sites))
+        strategy_name = (SiteStrategy.FEDPER if personal and cfg.personal_mode.value == "fedper"
+                         else SiteStrategy.FEDREP if personal else SiteStrategy(cfg.algorithm.value))
+        sites, request = self._admit(r, RoundTask.FIT, charge, strategy_name)
+        prox = cfg.prox_mu if cfg.algorithm is Algorithm.FEDPROX else 0.0
+        updates = {}
+        for site in sites:
+            update = site.fit(global_flat, request=request, epochs=cfg.local_epochs, lr=cfg.lr,
+                              batch_size=cfg.batch_size, prox_mu=prox, part=part,
+                              personal=cfg.personal_mode if personal else None)
+            # With DP every site weighs the same: the denominator is the (public) number of
+            # sites summed, never a noisy total.
+            updates[site.site_id] = (update.delta, 1.0 if dp else float(update.n_samples))
+        result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites),
+                            seed=cfg.seed * 1_000 + r)
+        total = float(len(result.included)) if dp else result.total_weight
+        new_flat = self._strategy.apply(global_flat, result.weighted_sum, total)
+        self._charge(sites, result.included, result.event, r)
+        return new_flat, {"participants": len(result.included), "planned": len(sites),
+                          "wrap_rate": result.wrap_rate,
+                          "secure_bytes": result.transcript_bytes}
+
+    def _distill_round(self, r: int) -> dict:
+        cfg = self.config
+        splits = self.consortium.splits
+        X_pub = np.asarray(splits.public.X)
+        sites = self.consortium.sites
+        fit_sites, fit_request = self._admit(r, RoundTask.FIT, None, SiteStrategy.DISTILLATION)
+        for site in fit_sites:  # local training on private data: nothing leaves the site
+            site.fit(get_flat_params(site.model), request=fit_request, epochs=cfg.local_epochs,
+                     lr=cfg.lr, batch_size=cfg.batch_size)
+        n_out = splits.n_outputs
+        clip = math.sqrt(X_pub.shape[0] * (1 if n_out > 1 else 4.0))
+        sum_config = self._sum_config(clip=clip, max_weight=1.0)
+        charge = self._worst_charge(sum_config, X_pub.shape[0] * n_out, len(sites))
+        pred_sites, pred_request = self._admit(r, RoundTask.PREDICT_PUBLIC, charge,
+                                               SiteStrategy.DISTILLATION)
+        preds = {s.site_id: (s.predict_public(X_pub, request=pred_request,
+                                              temperature=cfg.temperature).reshape(-1), 1.0)
+                 for s in pred_sites}
+        result = secure_sum(preds, sum_config, dropouts=self._dropouts(pred_sites),
+                            seed=cfg.seed * 1_000 + r)
+        consensus = np.asarray(result.weighted_sum) / len(result.included)
+        consensus = consensus.reshape(X_pub.shape[0], -1) if n_out > 1 else consensus
+        if n_out > 1:  # post-processing of the (noisy) average: back onto the simplex
+            consensus = np.clip(consensus, 1e-6, None)
+            consensus = consensus / consensus.sum(axis=1, keepdims=True)
+        self._charge(pred_sites, result.included, result.event, r)
+        for site in fit_sites:
+            site.distill(X_pub, consensus, request=fit_request, epochs=cfg.distill_epochs,
+                         lr=cfg.lr * 0.2, temperature=cfg.temperature, alpha_ce=0.5)
+        out = {"participants": len(result.included), "planned": len(sites),
+               "wrap_rate": result.wrap_rate, "secure_bytes": result.transcript_bytes}
+        if self._student is not None:
+            distill(self._student, X_pub, consensus, epochs=cfg.distill_epochs * 2,
+                    lr=cfg.lr * 0.2, temperature=cfg.temperature, seed=cfg.seed + r)
+            test = splits.test
+            out["student_accuracy"] = _score(evaluate(self._student, test.X, test.y))
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+    def _evaluate(self, r: int, global_flat: np.ndarray | None) -> tuple[float, float]:
+        cfg = self.config
+        test = self.consortium.splits.test
+        if cfg.algorithm is Algorithm.PERSONALIZED:
+            scores = self._site_scores(r, global_flat)
+            return float(np.mean(list(scores.values()))), float("nan")
+        if cfg.algorithm is Algorithm.DISTILL:
+            results = [evaluate(s.model, test.X, test.y) for s in self.consortium.sites]
+            return (float(np.mean([_score(x) for x in results])),
+                    float(np.mean([x.loss for x in results])))
+        model = self.consortium.global_model
+        set_flat_params(model, global_flat)
+        result = evaluate(model, test.X, test.y)
+        return _score(result), float(result.loss)
+
+    def _site_scores(self, r: int, global_flat: np.ndarray | None) -> dict[str, float]:
+        """Each site's final model on its own local test split."""
+        cfg = self.config
+        part = Part.BODY if cfg.algorithm is Algorithm.PERSONALIZED else None
+        out = {}
+        for i, site in enumerate(self.consortium.sites):
+            data = self.consortium.site_data[i].test
+            if cfg.algorithm is Algorithm.DISTILL:
+                out[site.site_id] = _score(evaluate(site.model, data.X, data.y))
+                continue
+            model = (site.model if part is not None else self.consortium.global_model)
+            probe = _with_params(model, global_flat, part)
+            out[site.site_id] = _score(evaluate(probe, data.X, data.y))
+        return out
+
+    def _site_global_scores(self, global_flat: np.ndarray | None) -> dict[str, float]:
+        """Each site's final model on the global test split."""
+        cfg = self.config
+        test = self.consortium.splits.test
+        part = Part.BODY if cfg.algorithm is Algorithm.PERSONALIZED else None
+        out = {}
+        for site in self.consortium.sites:
+            if cfg.algorithm is Algorithm.DISTILL:
+                model = site.model
+            else:
+                base = site.model if part is not None else self.consortium.global_model
+                model = _with_params(base, global_flat, part)
+            out[site.site_id] = _score(evaluate(model, test.X, test.y))
+        return out
+
+    # -- the run ----------------------------------------------------------------------------
+    def run(self, *, on_round: Callable[[RoundRecord], None] | None = None,
+            progress: bool = False) -> SimulationResult:
+        cfg = self.config
+        result = SimulationResult(config=cfg, metric=self.metric)
+        global_flat = None
+        if self.consortium.global_model is not None:
+            global_flat = get_flat_params(self.consortium.global_model,
+                                          part=Part.BODY if cfg.algorithm is
+                                          Algorithm.PERSONALIZED else None)
+            # Personalisation averages the shared body with plain FedAvg.
+            optimiser = cfg.algorithm.server_optimiser or StrategyName.FEDAVG
+            hyper = {} if cfg.server_lr is None else {"eta": cfg.server_lr}
+            if cfg.algorithm is Algorithm.FEDPROX:
+                hyper["mu"] = cfg.prox_mu
+            self._strategy = make_strategy(optimiser, **hyper)
+            self._strategy.initialize(global_flat)
+        bar = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.rounds, desc="rounds", unit="round", leave=False)
+        try:
+            for r in range(1, cfg.rounds + 1):
+                start = time.perf_counter()
+                note = None
+                extra: dict = {}
+                try:
+                    if cfg.algorithm is Algorithm.DISTILL:
+                        extra = self._distill_round(r)
+                    else:
+                        global_flat, extra = self._shared_round(r, global_flat)
+                except BudgetExceeded as exc:
+                    result.stopped = (f"stopped before round {r}: a site's privacy budget would "
+                                      f"be exceeded ({exc})")
+                    break
+                except PolicyViolation as exc:
+                    result.stopped = f"stopped before round {r}: a site refused the round ({exc})"
+                    break
+                except ProtocolAbort as exc:
+                    note = f"secure sum aborted in {exc.stage}: {exc}; nothing was revealed"
+                    extra = {"participants": 0, "planned": len(self.consortium.sites)}
+                score, loss = self._evaluate(r, global_flat)
+                record = RoundRecord(
+                    round=r, accuracy=score, loss=None if math.isnan(loss) else loss,
+                    participants=extra.get("participants", 0),
+                    planned=extra.get("planned", len(self.consortium.sites)),
+                    epsilon=self._epsilon(), seconds=time.perf_counter() - start,
+                    wrap_rate=extra.get("wrap_rate"), secure_bytes=extra.get("secure_bytes"),
+                    student_accuracy=extra.get("student_accuracy"), note=note)
+                result.rounds.append(record)
+                if on_round is not None:
+                    on_round(record)
+                if bar is not None:
+                    bar.update()
+        finally:
+            if bar is not None:
+                bar.close()
+        result.site_accuracy = self._site_scores(cfg.rounds, global_flat)
+        result.site_global_accuracy = self._site_global_scores(global_flat)
+        result.epsilon = self._epsilon()
+        if result.rounds:
+            last = result.rounds[-1]
+            result.final_accuracy = last.accuracy
+        result.final_meaning = {
+            Algorithm.PERSONALIZED: "mean of the sites' personal models on their own test splits",
+            Algorithm.DISTILL: "mean of the sites' own models on the global test split",
+        }.get(cfg.algorithm, "the global model on the global test split")
+        return result
+
+
+def _with_params(model, flat: np.ndarray | None, part):
+    """A copy of ``model`` carrying ``flat`` (of ``part``); the original is untouched."""
+    probe = copy.deepcopy(model)
+    if flat is not None:
+        set_flat_params(probe, flat, part=part)
+    return probe
