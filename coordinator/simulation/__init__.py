@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .baselines import centralized_score, local_only_scores
 from .config import Algorithm, SimulationConfig, Transfer
-from .engine import RoundRecord, Simulation, SimulationResult
+from .engine import RoundRecord, Simulation, SimulationResult, single_threaded_torch
 from .report import MetricsWriter, plot_rounds, print_table, write_summary
 
 __all__ = ["Algorithm", "Transfer", "SimulationConfig", "Simulation", "SimulationResult",
@@ -21,12 +21,13 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path, *, progress: b
     return the summary."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    simulation = Simulation(config, work_dir=out)
-    result = simulation.run(on_round=MetricsWriter(out), progress=progress)
-    local_only = local_only_global = centralized = None
-    if config.baselines:
-        local_only, local_only_global = local_only_scores(config, simulation.consortium)
-        centralized = centralized_score(config, simulation.consortium)
+    with single_threaded_torch():
+        simulation = Simulation(config, work_dir=out)
+        result = simulation.run(on_round=MetricsWriter(out), progress=progress)
+        local_only = local_only_global = centralized = None
+        if config.baselines:
+            local_only, local_only_global = local_only_scores(config, simulation.consortium)
+            centralized = centralized_score(config, simulation.consortium)
     path = write_summary(out, result, local_only=local_only,
                          local_only_global=local_only_global, centralized=centralized)
     plot_rounds(out, result)
