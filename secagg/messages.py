@@ -1,7 +1,8 @@
 """Typed, versioned protocol messages and their byte encoding.
 
-Every message starts with the same header: magic ``b"CSA"``, format version, message kind, the
-32-byte round tag and the sender id (the server is ``0xFFFFFFFF``). Decoding checks, before
+Every message starts with the same 48-byte header: magic ``b"CSA"``, format version, message
+kind, the 32-byte round tag, the sender id (the server is ``0xFFFFFFFF``) and 7 reserved zero
+bytes. Decoding checks, before
 anything else is read, that the header names this round and the expected kind, and then that
 every count, length and id is within what the round's configuration allows, with no trailing
 bytes. Nothing is trusted because it parsed: the state machines still check who may say what.
@@ -43,7 +44,10 @@ __all__ = [
 
 MAGIC = b"CSA"
 VERSION = 1
-_HEADER = struct.Struct(">3sBB32sI")
+# 7 reserved zero bytes make the header 48 bytes long, so that a masked vector's payload starts
+# 8-byte aligned and numpy reads its lanes without the slow unaligned path.
+_HEADER = struct.Struct(">3sBB32sI7s")
+_RESERVED = bytes(7)
 HEADER_BYTES = _HEADER.size
 _U32 = struct.Struct(">I")
 _U8 = struct.Struct(">B")
@@ -135,7 +139,7 @@ def _sealed_records(r: _Reader, n: int) -> tuple[tuple[int, bytes], ...]:
 
 
 def _header(kind: Kind, config: RoundConfig, sender: int) -> bytes:
-    return _HEADER.pack(MAGIC, VERSION, kind, config.tag, sender)
+    return _HEADER.pack(MAGIC, VERSION, kind, config.tag, sender, _RESERVED)
 
 
 def _ids(ids: tuple[int, ...]) -> bytes:
@@ -364,9 +368,11 @@ def peek(data: bytes | memoryview, config: RoundConfig) -> tuple[Kind, int]:
         raise InvalidMessage("a message must be bytes")
     if len(data) < _HEADER.size:
         raise InvalidMessage("message is truncated")
-    magic, version, kind, tag, sender = _HEADER.unpack_from(data)
+    magic, version, kind, tag, sender, reserved = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise InvalidMessage("not a secure-aggregation message")
+    if reserved != _RESERVED:
+        raise InvalidMessage("reserved header bytes must be zero")
     if version != VERSION:
         raise InvalidMessage(f"unsupported message version {version}")
     if tag != config.tag:

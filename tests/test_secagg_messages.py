@@ -89,7 +89,7 @@ def test_duplicate_message_is_refused_and_the_first_stands():
 
 
 @pytest.mark.parametrize("mutation", ["truncate", "extend", "oversize", "magic", "version",
-                                      "kind"])
+                                      "kind", "reserved"])
 def test_malformed_masked_input_is_refused_and_sender_dropped(mutation):
     config, clients, server, out = to_masked_stage()
     good = clients[1].masked_input(out[1], np.arange(8))
@@ -106,6 +106,8 @@ def test_malformed_masked_input_is_refused_and_sender_dropped(mutation):
         bad[3] = 99
     elif mutation == "kind":
         bad[4] = 200
+    elif mutation == "reserved":
+        bad[HEADER_BYTES - 1] = 1
     before = server_fingerprint(server)
     with pytest.raises(InvalidMessage):
         server.receive(bytes(bad))
@@ -136,7 +138,7 @@ def test_arbitrary_bytes_never_crash_the_server(junk):
 def test_unknown_sender_and_forged_sender_ids_are_refused():
     config, clients, server = make()
     msg = bytearray(clients[0].advertise_keys())
-    msg[HEADER_BYTES - 4:HEADER_BYTES] = (77).to_bytes(4, "big")
+    msg[37:41] = (77).to_bytes(4, "big")  # magic 3, version 1, kind 1, round tag 32: sender
     with pytest.raises(InvalidMessage):
         server.receive(bytes(msg))
     assert 77 not in server.excluded
