@@ -68,27 +68,6 @@ def _choose(points: Iterable[tuple[int, int]], threshold: int) -> dict[int, int]
     raise ValueError("not enough distinct shares to reconstruct")
 
 
-def lagrange_weights_at_zero(xs: Sequence[int]) -> list[int]:
-    """w_i = prod_{j != i} x_j / (x_j - x_i) mod PRIME, so that f(0) = sum_i w_i f(x_i).
-
-    Numerators and denominators are products of small integers, computed exactly; the t
-    denominators are inverted together (Montgomery's trick: one modular inverse in all).
-    """
-    numerator_all = math.prod(xs)
-    dens = [math.prod([xj - xi for xj in xs if xj != xi]) % PRIME for xi in xs]
-    prefix = []
-    running = 1
-    for d in dens:
-        prefix.append(running)
-        running = running * d % PRIME
-    inverse = pow(running, -1, PRIME)
-    weights = [0] * len(xs)
-    for i in range(len(xs) - 1, -1, -1):
-        weights[i] = (numerator_all // xs[i]) * (inverse * prefix[i] % PRIME) % PRIME
-        inverse = inverse * dens[i] % PRIME
-    return weights
-
-
 def _batch_inverse(values: Sequence[int]) -> list[int]:
     """Inverses mod PRIME of non-zero values, with one modular exponentiation in all."""
     prefix = []
@@ -102,6 +81,17 @@ def _batch_inverse(values: Sequence[int]) -> list[int]:
         out[i] = inverse * prefix[i] % PRIME
         inverse = inverse * values[i] % PRIME
     return out
+
+
+def lagrange_weights_at_zero(xs: Sequence[int]) -> list[int]:
+    """w_i = prod_{j != i} x_j / (x_j - x_i) mod PRIME, so that f(0) = sum_i w_i f(x_i).
+
+    Numerators and denominators are products of small integers, computed exactly; the t
+    denominators are inverted together (Montgomery's trick: one modular inverse in all).
+    """
+    numerator_all = math.prod(xs)
+    dens = [math.prod([xj - xi for xj in xs if xj != xi]) % PRIME for xi in xs]
+    return [(numerator_all // x) * inv % PRIME for x, inv in zip(xs, _batch_inverse(dens))]
 
 
 @lru_cache(maxsize=64)
