@@ -20,7 +20,7 @@ _PARTITIONS = {"iid": "IID", "dirichlet": "LABEL_DIRICHLET", "quantity": "QUANTI
 def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from clients import DatasetName, ModelKind, PartitionScheme, PersonalMode
+    from clients import DatasetName, ModelKind, Optimizer, PartitionScheme, PersonalMode
     from secagg.errors import CohortError
 
     from .simulation import Algorithm, SimulationConfig, Transfer, run_simulation
@@ -44,6 +44,7 @@ def _simulate(args: argparse.Namespace) -> int:
             noise_multiplier=args.noise_multiplier, clip=args.clip,
             target_epsilon=args.target_epsilon, delta=args.delta,
             local_epochs=args.local_epochs, lr=args.lr, batch_size=args.batch_size,
+            optimizer=None if args.optimizer is None else Optimizer(args.optimizer),
             prox_mu=args.prox_mu, server_lr=args.server_lr,
             personal_mode=PersonalMode(args.personal_mode), transfer=Transfer(args.transfer),
             dropout_rate=args.dropout_rate, modulus_bits=args.modulus_bits,
@@ -103,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                      help="each site's privacy budget; training stops before exceeding it")
     sim.add_argument("--delta", type=float, default=1e-5)
     sim.add_argument("--local-epochs", type=int, default=2)
-    sim.add_argument("--lr", type=float, default=0.1)
+    sim.add_argument("--lr", type=float, default=None,
+                     help="local learning rate (default 0.1 with SGD, 0.01 with Adam)")
+    sim.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
+                     help="local optimiser (default SGD; Adam for distill)")
     sim.add_argument("--batch-size", type=int, default=32)
     sim.add_argument("--prox-mu", type=float, default=0.01)
     sim.add_argument("--server-lr", type=float, default=None)

@@ -28,7 +28,8 @@ def local_only_scores(config: SimulationConfig, consortium: Consortium
                            n_outputs=splits.n_outputs, hidden=config.hidden,
                            seed=config.seed + 40_009 + i)
         train_local(model, data.train.X, data.train.y, epochs=config.rounds * config.local_epochs,
-                    lr=config.lr, batch_size=config.batch_size, seed=config.seed + i)
+                    lr=config.local_lr, optimizer=config.local_optimizer,
+                    batch_size=config.batch_size, seed=config.seed + i)
         own[site.site_id] = _score(evaluate(model, data.test.X, data.test.y))
         overall[site.site_id] = _score(evaluate(model, splits.test.X, splits.test.y))
     return own, overall
@@ -40,6 +41,6 @@ def centralized_score(config: SimulationConfig, consortium: Consortium) -> float
     y = np.concatenate([np.asarray(d.train.y) for d in consortium.site_data])
     model = make_model(config.models[0], input_shape=splits.feature_shape,
                        n_outputs=splits.n_outputs, hidden=config.hidden, seed=config.seed + 50_021)
-    train_local(model, X, y, epochs=config.rounds * config.local_epochs, lr=config.lr,
-                batch_size=config.batch_size, seed=config.seed)
+    train_local(model, X, y, epochs=config.rounds * config.local_epochs, lr=config.local_lr,
+                optimizer=config.local_optimizer, batch_size=config.batch_size, seed=config.seed)
     return _score(evaluate(model, splits.test.X, splits.test.y))

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients import DatasetName, ModelKind, PartitionScheme, PersonalMode
+from clients import DatasetName, ModelKind, Optimizer, PartitionScheme, PersonalMode
 from secagg.errors import ConfigurationError
 
 from ..strategies import StrategyName
@@ -67,7 +67,8 @@ class SimulationConfig:
     target_epsilon: float | None = None
     delta: float = 1e-5
     local_epochs: int = 2
-    lr: float = 0.1
+    lr: float | None = None
+    optimizer: Optimizer | None = None
     batch_size: int = 32
     prox_mu: float = 0.01
     server_lr: float | None = None
@@ -75,6 +76,7 @@ class SimulationConfig:
     transfer: Transfer = Transfer.NONE
     pretrain_epochs: int = 30
     distill_epochs: int = 3
+    distill_lr: float = 0.01
     temperature: float = 2.0
     global_student: bool = True
     dropout_rate: float = 0.0
@@ -105,12 +107,31 @@ class SimulationConfig:
             raise ConfigurationError("a target epsilon needs a DP mode (--dp)")
         if self.target_epsilon is not None and not self.target_epsilon > 0:
             raise ConfigurationError("target_epsilon must be positive")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigurationError("lr must be a positive number")
+        if self.optimizer is not None and not isinstance(self.optimizer, Optimizer):
+            raise ConfigurationError("optimizer must be a clients.Optimizer")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigurationError("clip must be a positive number")
         if len(set(self.models)) > 1 and self.algorithm is not Algorithm.DISTILL:
             raise ConfigurationError("sites with different models can only learn by distillation")
         if self.transfer is not Transfer.NONE and self.algorithm in (Algorithm.DISTILL,):
             raise ConfigurationError("transfer starts a shared model; it does not apply to distill")
+
+    @property
+    def local_optimizer(self) -> Optimizer:
+        """SGD for a shared model (FedAvg's setting); Adam for distillation, whose sites train
+        different architectures on their own (a small CNN barely moves under SGD in the few
+        steps a round gives it, and a stuck site drags the consensus down)."""
+        if self.optimizer is not None:
+            return self.optimizer
+        return Optimizer.ADAM if self.algorithm is Algorithm.DISTILL else Optimizer.SGD
+
+    @property
+    def local_lr(self) -> float:
+        if self.lr is not None:
+            return self.lr
+        return 0.01 if self.local_optimizer is Optimizer.ADAM else 0.1
 
     @property
     def update_clip(self) -> float:

@@ -166,7 +166,8 @@ class Simulation:
         prox = cfg.prox_mu if cfg.algorithm is Algorithm.FEDPROX else 0.0
         updates = {}
         for site in sites:
-            update = site.fit(global_flat, request=request, epochs=cfg.local_epochs, lr=cfg.lr,
+            update = site.fit(global_flat, request=request, epochs=cfg.local_epochs,
+                              lr=cfg.local_lr, optimizer=cfg.local_optimizer,
                               batch_size=cfg.batch_size, prox_mu=prox, part=part,
                               personal=cfg.personal_mode if personal else None)
             # With DP every site weighs the same: the denominator is the (public) number of
@@ -189,7 +190,7 @@ class Simulation:
         fit_sites, fit_request = self._admit(r, RoundTask.FIT, None, SiteStrategy.DISTILLATION)
         for site in fit_sites:  # local training on private data: nothing leaves the site
             site.fit(get_flat_params(site.model), request=fit_request, epochs=cfg.local_epochs,
-                     lr=cfg.lr, batch_size=cfg.batch_size)
+                     lr=cfg.local_lr, optimizer=cfg.local_optimizer, batch_size=cfg.batch_size)
         n_out = splits.n_outputs
         clip = math.sqrt(X_pub.shape[0] * (1 if n_out > 1 else 4.0))
         sum_config = self._sum_config(clip=clip, max_weight=1.0)
@@ -209,12 +210,12 @@ class Simulation:
         self._charge(pred_sites, result.included, result.event, r)
         for site in fit_sites:
             site.distill(X_pub, consensus, request=fit_request, epochs=cfg.distill_epochs,
-                         lr=cfg.lr * 0.2, temperature=cfg.temperature, alpha_ce=0.5)
+                         lr=cfg.distill_lr, temperature=cfg.temperature, alpha_ce=0.5)
         out = {"participants": len(result.included), "planned": len(sites),
                "wrap_rate": result.wrap_rate, "secure_bytes": result.transcript_bytes}
         if self._student is not None:
             distill(self._student, X_pub, consensus, epochs=cfg.distill_epochs * 2,
-                    lr=cfg.lr * 0.2, temperature=cfg.temperature, seed=cfg.seed + r)
+                    lr=cfg.distill_lr, temperature=cfg.temperature, seed=cfg.seed + r)
             test = splits.test
             out["student_accuracy"] = _score(evaluate(self._student, test.X, test.y))
         return out
