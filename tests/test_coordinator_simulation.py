@@ -160,3 +160,15 @@ def test_partition_and_seed_make_runs_reproducible(tmp_path: Path) -> None:
     a = Simulation(config, work_dir=tmp_path / "a").run()
     b = Simulation(config, work_dir=tmp_path / "b").run()
     assert [r.accuracy for r in a.rounds] == [r.accuracy for r in b.rounds]
+
+
+def test_distillation_with_a_budget_charges_each_release_once(tmp_path: Path) -> None:
+    config = SimulationConfig(**SMALL, algorithm=Algorithm.DISTILL,
+                              models=(ModelKind.LOGISTIC, ModelKind.MLP),
+                              dp=PrivacyMode.CENTRAL, noise_multiplier=5.0, target_epsilon=50.0,
+                              modulus_bits=24)
+    sim = Simulation(config, work_dir=tmp_path)
+    result = sim.run()
+    assert result.stopped is None and len(result.rounds) == 3
+    for site in sim.consortium.sites:
+        assert len(site.ledger.entries()) == 3

@@ -187,14 +187,16 @@ class Simulation:
         splits = self.consortium.splits
         X_pub = np.asarray(splits.public.X)
         sites = self.consortium.sites
-        fit_sites, fit_request = self._admit(r, RoundTask.FIT, None, SiteStrategy.DISTILLATION)
-        for site in fit_sites:  # local training on private data: nothing leaves the site
-            site.fit(get_flat_params(site.model), request=fit_request, epochs=cfg.local_epochs,
-                     lr=cfg.local_lr, optimizer=cfg.local_optimizer, batch_size=cfg.batch_size)
         n_out = splits.n_outputs
         clip = math.sqrt(X_pub.shape[0] * (1 if n_out > 1 else 4.0))
         sum_config = self._sum_config(clip=clip, max_weight=1.0)
+        # The round releases one thing, the sum of the predictions; the training request names
+        # that charge too, so a site with a budget can refuse before it computes anything.
         charge = self._worst_charge(sum_config, X_pub.shape[0] * n_out, len(sites))
+        fit_sites, fit_request = self._admit(r, RoundTask.FIT, charge, SiteStrategy.DISTILLATION)
+        for site in fit_sites:  # local training on private data: nothing leaves the site
+            site.fit(get_flat_params(site.model), request=fit_request, epochs=cfg.local_epochs,
+                     lr=cfg.local_lr, optimizer=cfg.local_optimizer, batch_size=cfg.batch_size)
         pred_sites, pred_request = self._admit(r, RoundTask.PREDICT_PUBLIC, charge,
                                                SiteStrategy.DISTILLATION)
         preds = {s.site_id: (s.predict_public(X_pub, request=pred_request,
