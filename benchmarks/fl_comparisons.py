@@ -20,12 +20,12 @@ the JSON and percentages in the tables; differences are in percentage points.
    both on the global test split, per site and mean; plus the global student distilled from
    the consensus. *Target:* clearly above local-only, here taken
    as every site gaining and a mean gain of at least 5 points.
-3. **personal** — FedPer and FedRep (``Algorithm.PERSONALIZED``) against global FedAvg under
-   strong label skew (digits, 10 sites, α=0.1, 30 rounds), scored per site on the site's own
-   test split (``site_accuracy``; for FedAvg, the global model on that split). Local-only on
-   the own split is shown for reference. *Target:* personalisation beats FedAvg per site, here
-   taken as a higher mean over sites and more sites won than lost (per-site seed means; ties
-   are common: a site's test split holds a few dozen samples of one or two classes).
+3. **personal** — FedPer and FedRep (``StrategyName.FEDPER`` / ``FEDREP``) against global
+   FedAvg under strong label skew (digits, 10 sites, α=0.1, 30 rounds), scored per site on the
+   site's own test split (``site_accuracy``; for FedAvg, the global model on that split).
+   Local-only on the own split is shown for reference. *Target:* personalisation beats FedAvg
+   per site, here taken as a higher mean over sites and more sites won than lost (per-site seed
+   means; ties are common: a site's test split holds a few dozen samples of one or two classes).
 4. **transfer** — a backbone pretrained on the public split, frozen or fine-tuned, against
    training from scratch (digits, 10 sites, α=0.5, 30 rounds): the first round whose global
    accuracy reaches ``--target`` (default 0.9), read from ``metrics.jsonl``. A seed that never
@@ -83,12 +83,12 @@ from clients import (
     DatasetName,
     ModelKind,
     PartitionScheme,
-    PersonalMode,
+    StrategyName,
     load_dataset,
     make_site_data,
     split_dataset,
 )
-from coordinator.simulation import Algorithm, SimulationConfig, Transfer, run_simulation
+from coordinator.simulation import SimulationConfig, Transfer, run_simulation
 from coordinator.sum_config import PrivacyMode
 
 COMPARISONS = ("secure", "distill", "personal", "transfer", "dp")
@@ -174,17 +174,17 @@ def build_arms(s: Settings) -> dict[str, list[Arm]]:
             secure.append(Arm(f"{name}/{kind}", f"{name} {kind}", make))
     arms["secure"] = secure
     arms["distill"] = [Arm("distill", "distillation", lambda seed: _digits(
-        s, seed=seed, sites=6, alpha=0.5, rounds=30, algorithm=Algorithm.DISTILL,
+        s, seed=seed, sites=6, alpha=0.5, rounds=30, algorithm=StrategyName.DISTILLATION,
         models=DISTILL_MODELS))]
     arms["personal"] = [
         Arm("fedavg", "FedAvg", lambda seed: _digits(s, seed=seed, sites=10, alpha=0.1,
                                                      rounds=30)),
         Arm("fedper", "FedPer", lambda seed: _digits(
-            s, seed=seed, sites=10, alpha=0.1, rounds=30, algorithm=Algorithm.PERSONALIZED,
-            personal_mode=PersonalMode.FEDPER, baselines=False)),
+            s, seed=seed, sites=10, alpha=0.1, rounds=30, algorithm=StrategyName.FEDPER,
+            baselines=False)),
         Arm("fedrep", "FedRep", lambda seed: _digits(
-            s, seed=seed, sites=10, alpha=0.1, rounds=30, algorithm=Algorithm.PERSONALIZED,
-            personal_mode=PersonalMode.FEDREP, baselines=False)),
+            s, seed=seed, sites=10, alpha=0.1, rounds=30, algorithm=StrategyName.FEDREP,
+            baselines=False)),
     ]
     arms["transfer"] = [
         Arm(t.value, {"none": "from scratch", "frozen": "frozen backbone",

@@ -103,13 +103,15 @@ def distill(model: nn.Module, X_public: np.ndarray, targets: np.ndarray, *, epoc
     if (X_private is None) != (y_private is None):
         raise ConfigurationError("give both X_private and y_private, or neither")
     if (alpha_ce > 0) != (X_private is not None):
-        raise ConfigurationError("alpha_ce > 0 needs private data, and private data needs alpha_ce > 0")
+        raise ConfigurationError(
+            "alpha_ce > 0 needs private data, and private data needs alpha_ce > 0")
     X = torch.from_numpy(v.features(X_public, "X_public"))
     target = _check_targets(model, targets, X.shape[0])
     private: tuple[torch.Tensor, torch.Tensor] | None = None
     if X_private is not None:
         Xp = v.features(X_private, "X_private")
-        private = (torch.from_numpy(Xp), torch.from_numpy(v.labels(y_private, Xp.shape[0], "y_private")))
+        yp = v.labels(y_private, Xp.shape[0], "y_private")
+        private = (torch.from_numpy(Xp), torch.from_numpy(yp))
     params = trainable_params(model)
     if not params:
         raise ConfigurationError("the model has no trainable parameters")

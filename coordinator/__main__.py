@@ -17,13 +17,22 @@ _PARTITIONS = {"iid": "IID", "dirichlet": "LABEL_DIRICHLET", "quantity": "QUANTI
                "lognormal": "QUANTITY_LOGNORMAL"}
 
 
+def _algorithm(args: argparse.Namespace, names):
+    """The CLI's --strategy (and --personal-mode) as the sites' strategy name."""
+    if args.strategy == "distill":
+        return names.DISTILLATION
+    if args.strategy == "personalized":
+        return names(args.personal_mode)
+    return names(args.strategy)
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from clients import DatasetName, ModelKind, Optimizer, PartitionScheme, PersonalMode
+    from clients import DatasetName, ModelKind, Optimizer, PartitionScheme, StrategyName
     from secagg.errors import CohortError
 
-    from .simulation import Algorithm, SimulationConfig, Transfer, run_simulation
+    from .simulation import SimulationConfig, Transfer, run_simulation
     from .sum_config import PrivacyMode
 
     console = Console(stderr=False)
@@ -39,14 +48,14 @@ def _simulate(args: argparse.Namespace) -> int:
         config = SimulationConfig(
             dataset=dataset, label_column=args.label_column, sites=args.sites,
             rounds=args.rounds, partition=PartitionScheme[_PARTITIONS[args.partition]],
-            alpha=args.alpha, algorithm=Algorithm(args.strategy), models=models,
+            alpha=args.alpha, algorithm=_algorithm(args, StrategyName), models=models,
             hidden=args.hidden, secagg=args.secagg, dp=PrivacyMode(args.dp),
             noise_multiplier=args.noise_multiplier, clip=args.clip,
             target_epsilon=args.target_epsilon, delta=args.delta,
             local_epochs=args.local_epochs, lr=args.lr, batch_size=args.batch_size,
             optimizer=None if args.optimizer is None else Optimizer(args.optimizer),
             prox_mu=args.prox_mu, server_lr=args.server_lr,
-            personal_mode=PersonalMode(args.personal_mode), transfer=Transfer(args.transfer),
+            transfer=Transfer(args.transfer),
             dropout_rate=args.dropout_rate, modulus_bits=args.modulus_bits,
             baselines=not args.no_baselines, seed=args.seed)
         summary = run_simulation(config, args.out, progress=not args.quiet,

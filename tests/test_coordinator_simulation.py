@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clients import DatasetName, ModelKind, PartitionScheme
+from clients import DatasetName, ModelKind, PartitionScheme, StrategyName
 from coordinator.simulation import (
-    Algorithm,
     Simulation,
     SimulationConfig,
     Transfer,
@@ -90,18 +89,19 @@ def test_dropouts_shrink_the_sum_and_distributed_noise_is_charged(tmp_path: Path
 
 
 @pytest.mark.parametrize("algorithm, extra", [
-    (Algorithm.PERSONALIZED, {}),
-    (Algorithm.DISTILL, {"models": (ModelKind.LOGISTIC, ModelKind.MLP, ModelKind.CNN),
-                         "dataset": DatasetName.DIGITS}),
-    (Algorithm.FEDADAM, {"server_lr": 0.01}),
-    (Algorithm.FEDPROX, {}),
+    (StrategyName.FEDPER, {}),
+    (StrategyName.FEDREP, {}),
+    (StrategyName.DISTILLATION, {"models": (ModelKind.LOGISTIC, ModelKind.MLP, ModelKind.CNN),
+                                 "dataset": DatasetName.DIGITS}),
+    (StrategyName.FEDADAM, {"server_lr": 0.01}),
+    (StrategyName.FEDPROX, {}),
 ])
-def test_each_algorithm_runs_end_to_end(tmp_path: Path, algorithm: Algorithm, extra) -> None:
+def test_each_algorithm_runs_end_to_end(tmp_path: Path, algorithm: StrategyName, extra) -> None:
     summary = run_simulation(SimulationConfig(**{**SMALL, "algorithm": algorithm, **extra}),
                              tmp_path, progress=False, table=False)
     assert summary["rounds_completed"] == 3
     assert len(summary["site_accuracy"]) == 3
-    if algorithm is Algorithm.DISTILL:
+    if algorithm is StrategyName.DISTILLATION:
         assert summary["student_accuracy"] is not None
 
 
@@ -149,6 +149,8 @@ def test_bad_settings_are_refused_with_typed_errors(tmp_path: Path) -> None:
         SimulationConfig(target_epsilon=1.0)  # a budget without a DP mode
     with pytest.raises(ConfigurationError):
         SimulationConfig(models=(ModelKind.MLP, ModelKind.CNN))  # heterogeneous, not distill
+    with pytest.raises(ConfigurationError):
+        SimulationConfig(algorithm=StrategyName.TRANSFER)  # transfer is a start, not a strategy
     proc = cli("--dp", "distributed", "--no-secagg", "--out", str(tmp_path / "x"), "--quiet")
     assert proc.returncode == 2 and "ConfigurationError" in proc.stdout
     proc = cli("--dataset", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "y"))
@@ -163,7 +165,7 @@ def test_partition_and_seed_make_runs_reproducible(tmp_path: Path) -> None:
 
 
 def test_distillation_with_a_budget_charges_each_release_once(tmp_path: Path) -> None:
-    config = SimulationConfig(**SMALL, algorithm=Algorithm.DISTILL,
+    config = SimulationConfig(**SMALL, algorithm=StrategyName.DISTILLATION,
                               models=(ModelKind.LOGISTIC, ModelKind.MLP),
                               dp=PrivacyMode.CENTRAL, noise_multiplier=5.0, target_epsilon=50.0,
                               modulus_bits=24)

@@ -7,11 +7,11 @@ import json
 from pathlib import Path
 
 from .baselines import centralized_score, local_only_scores
-from .config import Algorithm, SimulationConfig, Transfer
+from .config import SimulationConfig, Transfer
 from .engine import RoundRecord, Simulation, SimulationResult, single_threaded_torch
 from .report import MetricsWriter, plot_rounds, print_table, write_summary
 
-__all__ = ["Algorithm", "Transfer", "SimulationConfig", "Simulation", "SimulationResult",
+__all__ = ["Transfer", "SimulationConfig", "Simulation", "SimulationResult",
            "RoundRecord", "run_simulation"]
 
 

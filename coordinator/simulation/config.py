@@ -7,34 +7,22 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from clients import DatasetName, ModelKind, Optimizer, PartitionScheme, PersonalMode
+from clients import (
+    DatasetName,
+    ModelKind,
+    Optimizer,
+    PartitionScheme,
+    PersonalMode,
+    StrategyName,
+)
 from secagg.errors import ConfigurationError
 
-from ..strategies import StrategyName
+from .. import strategies
 from ..sum_config import PrivacyMode
 
-__all__ = ["Algorithm", "Transfer", "SimulationConfig"]
+__all__ = ["Transfer", "SimulationConfig"]
 
-
-class Algorithm(enum.Enum):
-    """How the consortium learns: a server optimiser over one shared model, federated
-    distillation over heterogeneous models, or a shared body with personal heads."""
-
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDAVGM = "fedavgm"
-    FEDADAGRAD = "fedadagrad"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
-    DISTILL = "distill"
-    PERSONALIZED = "personalized"
-
-    @property
-    def server_optimiser(self) -> StrategyName | None:
-        try:
-            return StrategyName(self.value)
-        except ValueError:
-            return None
+_PERSONAL = {StrategyName.FEDPER: PersonalMode.FEDPER, StrategyName.FEDREP: PersonalMode.FEDREP}
 
 
 class Transfer(enum.Enum):
@@ -47,7 +35,9 @@ class Transfer(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True)
 class SimulationConfig:
-    """One run. Privacy parameters are keyword-only like everything else; ``seed`` fixes the
+    """One run. ``algorithm`` uses the sites' own vocabulary (what a site's policy allows):
+    a server optimiser (FEDAVG … FEDYOGI), DISTILLATION, or FEDPER / FEDREP (personal heads).
+    Privacy parameters are keyword-only like everything else; ``seed`` fixes the
     data split, partition, model initialisation, local shuffling and the simulated dropouts,
     and makes the secure sum's randomness reproducible (a simulation, not a deployment)."""
 
@@ -57,7 +47,7 @@ class SimulationConfig:
     rounds: int = 30
     partition: PartitionScheme = PartitionScheme.LABEL_DIRICHLET
     alpha: float = 0.5
-    algorithm: Algorithm = Algorithm.FEDAVG
+    algorithm: StrategyName = StrategyName.FEDAVG
     models: tuple[ModelKind, ...] = (ModelKind.MLP,)
     hidden: int = 32
     secagg: bool = True
@@ -72,7 +62,6 @@ class SimulationConfig:
     batch_size: int = 32
     prox_mu: float = 0.01
     server_lr: float | None = None
-    personal_mode: PersonalMode = PersonalMode.FEDPER
     transfer: Transfer = Transfer.NONE
     pretrain_epochs: int = 30
     distill_epochs: int = 3
@@ -85,8 +74,10 @@ class SimulationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.algorithm, Algorithm):
-            raise ConfigurationError("algorithm must be an Algorithm")
+        if not isinstance(self.algorithm, StrategyName):
+            raise ConfigurationError("algorithm must be a clients.StrategyName")
+        if self.algorithm is StrategyName.TRANSFER:
+            raise ConfigurationError("transfer is a way to start (transfer=...), not an algorithm")
         if not isinstance(self.dp, PrivacyMode):
             raise ConfigurationError("dp must be a PrivacyMode")
         if not isinstance(self.transfer, Transfer):
@@ -113,10 +104,27 @@ class SimulationConfig:
             raise ConfigurationError("optimizer must be a clients.Optimizer")
         if self.clip is not None and not (math.isfinite(self.clip) and self.clip > 0):
             raise ConfigurationError("clip must be a positive number")
-        if len(set(self.models)) > 1 and self.algorithm is not Algorithm.DISTILL:
+        if len(set(self.models)) > 1 and not self.distillation:
             raise ConfigurationError("sites with different models can only learn by distillation")
-        if self.transfer is not Transfer.NONE and self.algorithm in (Algorithm.DISTILL,):
+        if self.transfer is not Transfer.NONE and self.distillation:
             raise ConfigurationError("transfer starts a shared model; it does not apply to distill")
+
+    @property
+    def distillation(self) -> bool:
+        return self.algorithm is StrategyName.DISTILLATION
+
+    @property
+    def personal_mode(self) -> PersonalMode | None:
+        """FedPer or FedRep when sites keep personal heads, else None."""
+        return _PERSONAL.get(self.algorithm)
+
+    @property
+    def server_optimiser(self) -> strategies.StrategyName:
+        """The coordinator's optimiser (personalisation averages the shared body with FedAvg)."""
+        try:
+            return strategies.StrategyName(self.algorithm.value)
+        except ValueError:
+            return strategies.StrategyName.FEDAVG
 
     @property
     def local_optimizer(self) -> Optimizer:
@@ -125,7 +133,7 @@ class SimulationConfig:
         steps a round gives it, and a stuck site drags the consensus down)."""
         if self.optimizer is not None:
             return self.optimizer
-        return Optimizer.ADAM if self.algorithm is Algorithm.DISTILL else Optimizer.SGD
+        return Optimizer.ADAM if self.distillation else Optimizer.SGD
 
     @property
     def local_lr(self) -> float:

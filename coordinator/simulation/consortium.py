@@ -59,7 +59,7 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
     # Every site of a shared-model run starts from the same weights (the coordinator's model).
     shared_seed = config.seed + 10_007
     global_model = None
-    if config.algorithm.value != "distill":
+    if not config.distillation:
         global_model = _fresh_model(config, splits, 0, shared_seed)
         if backbone is not None:
             load_backbone(global_model, backbone, freeze=freeze)

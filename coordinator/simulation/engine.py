@@ -41,9 +41,9 @@ from secagg.errors import PolicyViolation, ProtocolAbort
 
 from ..accounting import RoundAccountant
 from ..secure_sum import secure_sum
-from ..strategies import Strategy, StrategyName, make_strategy
+from ..strategies import Strategy, make_strategy
 from ..sum_config import PrivacyMode, SecureSumConfig
-from .config import Algorithm, SimulationConfig
+from .config import SimulationConfig
 from .consortium import Consortium, build_consortium
 
 __all__ = ["RoundRecord", "SimulationResult", "Simulation"]
@@ -94,7 +94,7 @@ class Simulation:
         self._rng = np.random.default_rng(config.seed + 7)  # simulated dropouts only
         self._strategy: Strategy | None = None
         self._student = None
-        if config.algorithm is Algorithm.DISTILL and config.global_student:
+        if config.distillation and config.global_student:
             self._student = make_model(config.models[0], input_shape=splits.feature_shape,
                                        n_outputs=splits.n_outputs, hidden=config.hidden,
                                        seed=config.seed + 3)
@@ -153,23 +153,21 @@ class Simulation:
     # -- one round per algorithm -----------------------------------------------------------
     def _shared_round(self, r: int, global_flat: np.ndarray) -> tuple[np.ndarray, dict]:
         cfg = self.config
-        personal = cfg.algorithm is Algorithm.PERSONALIZED
+        personal = cfg.personal_mode is not None
         part = Part.BODY if personal else None
         sites = self.consortium.sites
         dp = cfg.dp is not PrivacyMode.NONE
         max_weight = 1.0 if dp else float(max(s.n_train for s in sites))
         sum_config = self._sum_config(clip=cfg.update_clip, max_weight=max_weight)
         charge = self._worst_charge(sum_config, global_flat.size, len(sites))
-        strategy_name = (SiteStrategy.FEDPER if personal and cfg.personal_mode.value == "fedper"
-                         else SiteStrategy.FEDREP if personal else SiteStrategy(cfg.algorithm.value))
-        sites, request = self._admit(r, RoundTask.FIT, charge, strategy_name)
-        prox = cfg.prox_mu if cfg.algorithm is Algorithm.FEDPROX else 0.0
+        sites, request = self._admit(r, RoundTask.FIT, charge, cfg.algorithm)
+        prox = cfg.prox_mu if cfg.algorithm is SiteStrategy.FEDPROX else 0.0
         updates = {}
         for site in sites:
             update = site.fit(global_flat, request=request, epochs=cfg.local_epochs,
                               lr=cfg.local_lr, optimizer=cfg.local_optimizer,
                               batch_size=cfg.batch_size, prox_mu=prox, part=part,
-                              personal=cfg.personal_mode if personal else None)
+                              personal=cfg.personal_mode)
             # With DP every site weighs the same: the denominator is the (public) number of
             # sites summed, never a noisy total.
             updates[site.site_id] = (update.delta, 1.0 if dp else float(update.n_samples))
@@ -226,10 +224,10 @@ class Simulation:
     def _evaluate(self, r: int, global_flat: np.ndarray | None) -> tuple[float, float]:
         cfg = self.config
         test = self.consortium.splits.test
-        if cfg.algorithm is Algorithm.PERSONALIZED:
+        if cfg.personal_mode is not None:
             scores = self._site_scores(r, global_flat)
             return float(np.mean(list(scores.values()))), float("nan")
-        if cfg.algorithm is Algorithm.DISTILL:
+        if cfg.distillation:
             results = [evaluate(s.model, test.X, test.y) for s in self.consortium.sites]
             return (float(np.mean([_score(x) for x in results])),
                     float(np.mean([x.loss for x in results])))
@@ -241,11 +239,11 @@ class Simulation:
     def _site_scores(self, r: int, global_flat: np.ndarray | None) -> dict[str, float]:
         """Each site's final model on its own local test split."""
         cfg = self.config
-        part = Part.BODY if cfg.algorithm is Algorithm.PERSONALIZED else None
+        part = Part.BODY if cfg.personal_mode is not None else None
         out = {}
         for i, site in enumerate(self.consortium.sites):
             data = self.consortium.site_data[i].test
-            if cfg.algorithm is Algorithm.DISTILL:
+            if cfg.distillation:
                 out[site.site_id] = _score(evaluate(site.model, data.X, data.y))
                 continue
             model = (site.model if part is not None else self.consortium.global_model)
@@ -257,10 +255,10 @@ class Simulation:
         """Each site's final model on the global test split."""
         cfg = self.config
         test = self.consortium.splits.test
-        part = Part.BODY if cfg.algorithm is Algorithm.PERSONALIZED else None
+        part = Part.BODY if cfg.personal_mode is not None else None
         out = {}
         for site in self.consortium.sites:
-            if cfg.algorithm is Algorithm.DISTILL:
+            if cfg.distillation:
                 model = site.model
             else:
                 base = site.model if part is not None else self.consortium.global_model
@@ -281,12 +279,10 @@ class Simulation:
         global_flat = None
         if self.consortium.global_model is not None:
             global_flat = get_flat_params(self.consortium.global_model,
-                                          part=Part.BODY if cfg.algorithm is
-                                          Algorithm.PERSONALIZED else None)
-            # Personalisation averages the shared body with plain FedAvg.
-            optimiser = cfg.algorithm.server_optimiser or StrategyName.FEDAVG
+                                          part=Part.BODY if cfg.personal_mode else None)
+            optimiser = cfg.server_optimiser
             hyper = {} if cfg.server_lr is None else {"eta": cfg.server_lr}
-            if cfg.algorithm is Algorithm.FEDPROX:
+            if cfg.algorithm is SiteStrategy.FEDPROX:
                 hyper["mu"] = cfg.prox_mu
             self._strategy = make_strategy(optimiser, **hyper)
             self._strategy.initialize(global_flat)
@@ -300,7 +296,7 @@ class Simulation:
                 note = None
                 extra: dict = {}
                 try:
-                    if cfg.algorithm is Algorithm.DISTILL:
+                    if cfg.distillation:
                         extra = self._distill_round(r)
                     else:
                         global_flat, extra = self._shared_round(r, global_flat)
@@ -336,10 +332,12 @@ class Simulation:
         if result.rounds:
             last = result.rounds[-1]
             result.final_accuracy = last.accuracy
-        result.final_meaning = {
-            Algorithm.PERSONALIZED: "mean of the sites' personal models on their own test splits",
-            Algorithm.DISTILL: "mean of the sites' own models on the global test split",
-        }.get(cfg.algorithm, "the global model on the global test split")
+        if cfg.personal_mode is not None:
+            result.final_meaning = "mean of the sites' personal models on their own test splits"
+        elif cfg.distillation:
+            result.final_meaning = "mean of the sites' own models on the global test split"
+        else:
+            result.final_meaning = "the global model on the global test split"
         return result
 
 
