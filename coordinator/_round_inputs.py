@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from secagg import Stage
+from secagg import Stage, dropout_plan
 from secagg.errors import ConfigurationError, InvalidInput
 
 from . import _validate as v
@@ -79,28 +79,7 @@ def check_updates(updates: Mapping[SiteId, tuple[Any, float]], *, max_weight: fl
 def check_dropouts(dropouts: Mapping[Stage | str, Iterable[SiteId]] | None, sites: list[Site],
                    *, malicious: bool) -> dict[Stage, frozenset[SiteId]]:
     """Stage -> sites that stop before sending that stage's message (every stage present)."""
-    out: dict[Stage, frozenset[SiteId]] = {stage: frozenset() for stage in Stage}
-    if dropouts is None:
-        return out
-    if not isinstance(dropouts, Mapping):
-        raise ConfigurationError("dropouts must map stages to site ids")
-    known = {s.site_id for s in sites}
-    for name, ids in dropouts.items():
-        try:
-            stage = Stage.parse(name)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        if stage is Stage.CONSISTENCY_CHECK and not malicious:
-            raise ConfigurationError("consistency_check only happens in malicious-server mode")
-        try:
-            chosen = frozenset(ids)
-        except TypeError as exc:
-            raise ConfigurationError(f"dropouts at {stage.value}: {exc}") from None
-        if not chosen <= known:
-            raise ConfigurationError(f"dropouts name sites that are not in the round: "
-                                     f"{sorted(map(repr, chosen - known))}")
-        out[stage] = chosen
-    return out
+    return dropout_plan(dropouts, [s.site_id for s in sites], malicious=malicious, what="sites")
 
 
 def check_seed(seed: object) -> int | None:

@@ -50,6 +50,16 @@ class GaussianEvent:
         object.__setattr__(self, "steps", v.integer(self.steps, "steps", minimum=1))
 
 
+def _check_sensitivities(event: Any) -> None:
+    """Validate (and normalise to float) an event's L2 and L1 sensitivities; L1 >= L2 always."""
+    l2 = v.positive(event.l2_sensitivity, "l2_sensitivity")
+    l1 = v.positive(event.l1_sensitivity, "l1_sensitivity")
+    if l1 < l2 * (1 - 1e-12):
+        raise ConfigurationError("l1_sensitivity can never be below l2_sensitivity")
+    object.__setattr__(event, "l2_sensitivity", l2)
+    object.__setattr__(event, "l1_sensitivity", l1)
+
+
 @dataclass(frozen=True, kw_only=True)
 class SkellamEvent:
     """``steps`` releases of a sum carrying symmetric Skellam noise of total ``variance``.
@@ -68,12 +78,7 @@ class SkellamEvent:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variance", v.positive(self.variance, "variance"))
-        l2 = v.positive(self.l2_sensitivity, "l2_sensitivity")
-        l1 = v.positive(self.l1_sensitivity, "l1_sensitivity")
-        if l1 < l2 * (1 - 1e-12):
-            raise ConfigurationError("l1_sensitivity can never be below l2_sensitivity")
-        object.__setattr__(self, "l2_sensitivity", l2)
-        object.__setattr__(self, "l1_sensitivity", l1)
+        _check_sensitivities(self)
         object.__setattr__(self, "steps", v.integer(self.steps, "steps", minimum=1))
 
 
@@ -99,12 +104,7 @@ class DiscreteGaussianEvent:
     def __post_init__(self) -> None:
         object.__setattr__(self, "local_variance", v.positive(self.local_variance, "local_variance"))
         object.__setattr__(self, "num_clients", v.integer(self.num_clients, "num_clients", minimum=1))
-        l2 = v.positive(self.l2_sensitivity, "l2_sensitivity")
-        l1 = v.positive(self.l1_sensitivity, "l1_sensitivity")
-        if l1 < l2 * (1 - 1e-12):
-            raise ConfigurationError("l1_sensitivity can never be below l2_sensitivity")
-        object.__setattr__(self, "l2_sensitivity", l2)
-        object.__setattr__(self, "l1_sensitivity", l1)
+        _check_sensitivities(self)
         object.__setattr__(self, "dim", v.integer(self.dim, "dim", minimum=1))
         object.__setattr__(self, "steps", v.integer(self.steps, "steps", minimum=1))
 

@@ -22,7 +22,7 @@ from .errors import (
 from .harness import RoundResult, simulate_round
 from .params import GraphParameters, choose_parameters, harary_parameters, required_modulus_bits
 from .server import AggregateResult, SecAggServer
-from .stages import Stage
+from .stages import Stage, dropout_plan
 from .transcript import Direction, Transcript, TranscriptEntry, exposed_clients
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "AggregateResult",
     "RoundConfig",
     "Stage",
+    "dropout_plan",
     "Transcript",
     "TranscriptEntry",
     "Direction",

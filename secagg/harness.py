@@ -24,7 +24,7 @@ from .errors import ConfigurationError, InvalidInput, InvalidMessage, ProtocolAb
 from .params import DEFAULT_CORRUPT_RATE, DEFAULT_DROPOUT_RATE, choose_parameters, \
     required_modulus_bits
 from .server import SecAggServer
-from .stages import Stage
+from .stages import Stage, dropout_plan
 from .transcript import Direction, Transcript
 
 __all__ = ["simulate_round", "RoundResult"]
@@ -75,23 +75,6 @@ def _check_inputs(inputs: Mapping[int, np.ndarray], modulus_bits: int,
     return arrays, dims.pop()
 
 
-def _dropouts(dropouts: Mapping[str | Stage, Iterable[int]] | None, clients,
-              malicious: bool) -> dict[Stage, frozenset[int]]:
-    out = {stage: frozenset() for stage in Stage}
-    for name, ids in (dropouts or {}).items():
-        try:
-            stage = Stage.parse(name)
-        except ValueError as exc:
-            raise ConfigurationError(str(exc)) from None
-        if stage is Stage.CONSISTENCY_CHECK and not malicious:
-            raise ConfigurationError("consistency_check only happens in malicious-server mode")
-        ids = frozenset(int(i) for i in ids)
-        if not ids <= set(clients):
-            raise ConfigurationError("dropouts name clients that have no input")
-        out[stage] = ids
-    return out
-
-
 def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
                    neighbors: int | None = None, threshold: int | None = None,
                    dropouts: Mapping[str | Stage, Iterable[int]] | None = None,
@@ -117,7 +100,7 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
     """
     arrays, dim = _check_inputs(inputs, modulus_bits, input_bits)
     clients = sorted(arrays)
-    drop = _dropouts(dropouts, clients, malicious)
+    drop = dropout_plan(dropouts, clients, malicious=malicious)
     params = choose_parameters(len(clients), neighbors=neighbors, threshold=threshold,
                                dropout_rate=dropout_rate, corrupt_rate=corrupt_rate,
                                malicious=malicious)
