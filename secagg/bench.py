@@ -91,7 +91,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     rng = np.random.default_rng(cfg.seed)  # bench inputs only; never used for masks or keys
     config = RoundConfig(round_id=os.urandom(32), clients=tuple(range(n)), dim=cfg.dim,
                          modulus_bits=modulus_bits, neighbors=params.neighbors,
-                         threshold=params.threshold, malicious=cfg.malicious)
+                         threshold=params.threshold, malicious=cfg.malicious,
+                         corrupt_rate=DEFAULT_CORRUPT_RATE,
+                         dropout_rate=max(cfg.dropout, 0.01))
     dropped = set(rng.choice(n, size=int(round(cfg.dropout * n)), replace=False).tolist())
     bases = [rng.integers(0, 1 << cfg.input_bits, cfg.dim, dtype=np.uint64)
              .astype(word_dtype(modulus_bits)) for _ in range(4)]
@@ -122,7 +124,7 @@ def run_bench(cfg: BenchConfig) -> dict:
 
     def to_server(stage: str, c: int, message: bytes) -> None:
         upload[c] += len(message)
-        traced(stage, server.receive, message)
+        traced(stage, lambda m: server.receive(m, sender=c), message)
 
     def close(stage: str) -> dict[int, bytes]:
         before_total = server_clock.total
@@ -151,6 +153,9 @@ def run_bench(cfg: BenchConfig) -> dict:
         tracemalloc.start()
     try:
         out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
+        # The graph nonces' commit-then-reveal: the protocol step that keeps the server from
+        # choosing the neighbour graph (timed on its own so its overhead is visible).
+        out = stage("reveal_nonces", out, lambda cl, m: cl.reveal_nonce(m))
         out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
         out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
         if cfg.malicious:

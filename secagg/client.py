@@ -1,13 +1,17 @@
 """The client side of a SecAgg+ round: a pure state machine (messages in, messages out).
 
 A client holds two ephemeral X25519 key pairs (``c`` for the encrypted channel to each
-neighbour, ``s`` for the pairwise masks) and a 256-bit self-mask seed ``b``. It Shamir-shares ``b``
-and the private half of ``s`` among its neighbours and itself, masks its input with the self mask
-and with one pairwise mask per live neighbour, and finally reveals, for each neighbour, the share
-of ``b`` if that neighbour survived or the share of ``s`` if it dropped — never both, and only
-once. Any sign that the server is cheating (a bad signature, a survivor also listed as dropped,
-too few survivors, a share that fails to decrypt) aborts the client with
-:class:`~secagg.errors.ProtocolAbort` and wipes its secrets.
+neighbour, ``s`` for the pairwise masks), a 256-bit self-mask seed ``b`` and a graph nonce. It
+commits to the nonce when it advertises its keys and reveals it only after seeing the roster,
+so the neighbour graph (fixed over the whole cohort of the round's config) comes from randomness
+the server cannot steer. It Shamir-shares ``b`` and the private half of ``s`` among its
+neighbours and itself, masks its input with the self mask and with one pairwise mask per live
+neighbour, and finally reveals, for each neighbour, the share of ``b`` if that neighbour survived
+or the share of ``s`` if it dropped — never both, and only once, and in malicious-server mode
+only after seeing a quorum of signatures on its own view of the round (roster, survivors and
+dropped clients) that no second view could also gather. Any sign that the server is cheating
+(a bad signature, an inconsistent roster or view, too few survivors, a share that fails to
+decrypt) aborts the client with :class:`~secagg.errors.ProtocolAbort` and wipes its secrets.
 
 No method does I/O or reads a clock; ``os.urandom``/``secrets`` are the only sources of secrets.
 """
@@ -23,9 +27,10 @@ from collections.abc import Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .config import RoundConfig, effective_degree
+from . import _testing
+from .config import RoundConfig
 from .errors import InvalidInput, InvalidMessage, ProtocolAbort
-from .graph import graph_seed, harary_neighbors
+from .graph import NONCE_BYTES, graph_seed, harary_neighbors, nonce_commitment, roster_graph_seed
 from .hazmat import crypto, shamir
 from .hazmat.packing import pack
 from .hazmat.prg import MaskGenerator, word_dtype
@@ -36,7 +41,10 @@ from .messages import (
     Delivery,
     Kind,
     MaskedInput,
+    Nonces,
+    Reveal,
     Roster,
+    RosterEntry,
     Shares,
     ShareKind,
     UnmaskRequest,
@@ -47,7 +55,7 @@ from .messages import (
 from .stages import Stage
 
 __all__ = ["ClientState", "SecAggClient", "advertise_payload", "consistency_payload",
-           "seed_commitment", "share_associated_data"]
+           "roster_digest", "seed_commitment", "share_associated_data"]
 
 _U32 = struct.Struct(">I")
 SEED_BYTES = 32
@@ -55,7 +63,8 @@ SEED_BYTES = 32
 
 class ClientState(enum.Enum):
     NEW = "new"
-    AWAIT_ROSTER = Stage.SHARE_KEYS.value
+    AWAIT_ROSTER = "await_roster"
+    AWAIT_NONCES = Stage.SHARE_KEYS.value
     AWAIT_DELIVERY = Stage.MASKED_INPUT.value
     AWAIT_CONSISTENCY = Stage.CONSISTENCY_CHECK.value
     AWAIT_UNMASK = Stage.UNMASK.value
@@ -63,12 +72,29 @@ class ClientState(enum.Enum):
     ABORTED = "aborted"
 
 
-def advertise_payload(config: RoundConfig, client: int, c_pk: bytes, s_pk: bytes) -> bytes:
-    return config.tag + _U32.pack(client) + c_pk + s_pk
+def advertise_payload(config: RoundConfig, client: int, c_pk: bytes, s_pk: bytes,
+                      commitment: bytes) -> bytes:
+    return config.tag + _U32.pack(client) + c_pk + s_pk + commitment
 
 
-def consistency_payload(config: RoundConfig, survivors: tuple[int, ...]) -> bytes:
-    return config.tag + b"".join(_U32.pack(c) for c in survivors)
+def roster_digest(config: RoundConfig, entries: tuple[RosterEntry, ...],
+                  nonces: tuple[tuple[int, bytes], ...]) -> bytes:
+    """What a client's view of the roster is: every advertised key, commitment and nonce."""
+    h = hashlib.sha256(b"cohort/secagg/v2/roster\x00" + config.tag)
+    for e in entries:
+        h.update(_U32.pack(e.client) + e.channel_key + e.mask_key + e.commitment)
+    for client, nonce in nonces:
+        h.update(_U32.pack(client) + nonce)
+    return h.digest()
+
+
+def consistency_payload(config: RoundConfig, roster: bytes, survivors: tuple[int, ...],
+                        dropped: tuple[int, ...]) -> bytes:
+    """The view a client signs: the round, its roster digest, and the survivor and dropped
+    lists (each length-prefixed, so no two views share an encoding)."""
+    return (config.tag + roster + _U32.pack(len(survivors))
+            + b"".join(_U32.pack(c) for c in survivors) + _U32.pack(len(dropped))
+            + b"".join(_U32.pack(c) for c in dropped))
 
 
 def seed_commitment(config: RoundConfig, client: int, seed: bytes) -> bytes:
@@ -84,13 +110,13 @@ class SecAggClient:
     """One client's side of one round.
 
     ``identity`` (the client's provisioned Ed25519 key) and ``directory`` (every client's identity
-    public key) are required in malicious-server mode, where keys and survivor lists are signed.
+    public key) are required in malicious-server mode, where keys and views are signed.
     """
 
     def __init__(self, client_id: int, config: RoundConfig, *,
                  identity: Ed25519PrivateKey | None = None,
                  directory: Mapping[int, Ed25519PublicKey] | None = None) -> None:
-        if client_id not in config.clients:
+        if client_id not in config.client_set:
             raise InvalidInput("client id is not part of this round")
         if config.malicious and (identity is None or directory is None):
             raise InvalidInput("malicious-server mode needs an identity key and a key directory")
@@ -101,12 +127,19 @@ class SecAggClient:
         self.state = ClientState.NEW
         self._c: crypto.KeyPair | None = None
         self._s: crypto.KeyPair | None = None
+        self._nonce: bytes | None = None
+        self._commitment: bytes | None = None
+        self._roster: dict[int, RosterEntry] = {}
+        self._roster_digest: bytes | None = None
         self._seed: bytes | None = None
         self._mask_keys: dict[int, bytes] = {}
         self._neighbors: frozenset[int] = frozenset()
+        self._live: frozenset[int] = frozenset()
+        self.holder_ranks: dict[int, int] = {}
+        """Shamir x-coordinate of each holder of this client's shares (public, for audits)."""
         self._own_shares: tuple[int, int] | None = None
         self._held: dict[int, tuple[int, int]] = {}  # neighbour -> (share of b, share of s)
-        self._survivor_view: tuple[int, ...] | None = None
+        self._view: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._channel: dict[int, bytes] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -125,6 +158,7 @@ class SecAggClient:
         """Drop every secret this client holds."""
         self._c = self._s = None
         self._seed = None
+        self._nonce = None
         self._mask_keys = {}
         self._own_shares = None
         self._held = {}
@@ -132,32 +166,50 @@ class SecAggClient:
 
     @property
     def neighbors(self) -> frozenset[int]:
+        """This client's neighbours in the cohort's graph (live or not)."""
         return self._neighbors
 
-    # -- stage 0 ---------------------------------------------------------------------------
+    @property
+    def live_neighbors(self) -> frozenset[int]:
+        """Neighbours that advertised keys: the ones this client shares with and masks with."""
+        return self._live
+
+    @property
+    def mask_partners(self) -> frozenset[int]:
+        """Neighbours whose pairwise mask is in this client's masked input (public for audits:
+        it is the set of senders the server delivered shares from)."""
+        return frozenset(self._partners)
+
+    _partners: frozenset[int] = frozenset()
+
+    # -- stage 0: advertise keys, then open the graph-nonce commitment ---------------------
     def advertise_keys(self) -> bytes:
         self._expect(ClientState.NEW)
         self._c, self._s = crypto.KeyPair(), crypto.KeyPair()
+        self._nonce = os.urandom(NONCE_BYTES)
+        self._commitment = nonce_commitment(self.config.tag, self.id, self._nonce)
         signature = None
         if self._identity is not None:
             signature = crypto.sign(self._identity, b"advertise",
                                     advertise_payload(self.config, self.id, self._c.public,
-                                                      self._s.public))
+                                                      self._s.public, self._commitment))
         self.state = ClientState.AWAIT_ROSTER
-        return Advertise(self.id, self._c.public, self._s.public, signature).encode(self.config)
+        return Advertise(self.id, self._c.public, self._s.public, self._commitment,
+                         signature).encode(self.config)
 
-    # -- stage 1 ---------------------------------------------------------------------------
-    def share_keys(self, message: bytes) -> bytes:
+    def reveal_nonce(self, message: bytes) -> bytes:
+        """Check the roster of advertised keys and commitments; reveal this client's nonce."""
         self._expect(ClientState.AWAIT_ROSTER)
         roster: Roster = decode(message, self.config, Kind.ROSTER)
         config = self.config
         entries = {e.client: e for e in roster.entries}
         mine = entries.get(self.id)
-        if mine is None or mine.channel_key != self._c.public or mine.mask_key != self._s.public:
+        if (mine is None or mine.channel_key != self._c.public or mine.mask_key != self._s.public
+                or mine.commitment != self._commitment):
             raise self._abort("the roster does not carry this client's keys", Stage.SHARE_KEYS)
-        if len(entries) < config.threshold:
-            raise self._abort("fewer clients than the threshold advertised keys",
-                              Stage.SHARE_KEYS)
+        if len(entries) < config.min_survivors:
+            raise self._abort(f"only {len(entries)} clients advertised keys; the model's minimum "
+                              f"is {config.min_survivors}", Stage.SHARE_KEYS)
         if config.malicious:
             for e in roster.entries:
                 public = self._directory.get(e.client)
@@ -165,35 +217,68 @@ class SecAggClient:
                     if public is None or e.signature is None:
                         raise InvalidMessage("signature check failed")
                     crypto.verify(public, e.signature, b"advertise",
-                                  advertise_payload(config, e.client, e.channel_key, e.mask_key))
+                                  advertise_payload(config, e.client, e.channel_key, e.mask_key,
+                                                    e.commitment))
                 except InvalidMessage:
                     raise self._abort("a roster entry is not signed by its client's identity",
                                       Stage.SHARE_KEYS) from None
-        seed = graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
-                                       for e in roster.entries))
-        degree = effective_degree(config, len(entries))
-        ranked = harary_neighbors(seed, entries, degree, self.id)
-        neighbors = frozenset(ranked)
-        if len(neighbors) + 1 < config.threshold:
-            raise self._abort("too few neighbours to reach the threshold", Stage.SHARE_KEYS)
+        if len({e.channel_key for e in roster.entries} | {e.mask_key for e in roster.entries}) \
+                != 2 * len(entries):
+            raise self._abort("the roster repeats a public key", Stage.SHARE_KEYS)
+        self._roster = entries
+        self.state = ClientState.AWAIT_NONCES
+        return Reveal(self.id, self._nonce).encode(config)
+
+    # -- stage 1 ---------------------------------------------------------------------------
+    def share_keys(self, message: bytes) -> bytes:
+        """Check every roster member's revealed nonce, derive the graph, send the shares."""
+        self._expect(ClientState.AWAIT_NONCES)
+        config = self.config
+        nonces: Nonces = decode(message, config, Kind.NONCES)
+        entries = self._roster
+        if [c for c, _ in nonces.nonces] != sorted(entries):
+            raise self._abort("the revealed nonces do not cover exactly the roster",
+                              Stage.SHARE_KEYS)
+        for client, nonce in nonces.nonces:
+            if nonce_commitment(config.tag, client, nonce) != entries[client].commitment:
+                raise self._abort("a revealed nonce does not open its commitment",
+                                  Stage.SHARE_KEYS)
+        if dict(nonces.nonces)[self.id] != self._nonce:
+            raise self._abort("the server changed this client's nonce", Stage.SHARE_KEYS)
+        ordered = tuple(entries[c] for c in sorted(entries))
+        if _testing.planted("graph_seed_from_roster"):
+            seed = roster_graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
+                                                  for e in ordered))
+        else:
+            seed = graph_seed(config.tag, nonces.nonces)
+        ranked = harary_neighbors(seed, config.clients, config.neighbors, self.id)
+        live = [v for v in ranked if v in entries]
+        if len(live) + 1 < config.threshold:
+            raise self._abort("too few neighbours advertised keys to reach the threshold",
+                              Stage.SHARE_KEYS)
         # Every check passed: now derive secrets and change state.
         try:
-            channel = {v: self._c.exchange(entries[v].channel_key) for v in neighbors}
+            channel = {v: self._c.exchange(entries[v].channel_key) for v in live}
             self._mask_keys = {v: crypto.pairwise_mask_key(self._s.exchange(entries[v].mask_key),
                                                            config.tag, self.id, v)
-                               for v in neighbors}
+                               for v in live}
         except InvalidMessage:
             raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
-        self._neighbors = neighbors
+        self._roster_digest = roster_digest(config, ordered, nonces.nonces)
+        self._neighbors = frozenset(ranked)
+        self._live = frozenset(live)
         self._seed = os.urandom(SEED_BYTES)
-        # The client's own share sits at x = 1 and its i-th nearest neighbour's at x = i + 2.
-        xs = list(range(1, len(ranked) + 2))
+        # The client's own share sits at x = 1 and its i-th nearest neighbour's at x = i + 2
+        # (over the whole cohort's graph, so ranks do not depend on who advertised).
+        ranks = {v: i + 2 for i, v in enumerate(ranked)}
+        self.holder_ranks = {self.id: 1} | {v: ranks[v] for v in live}
+        xs = [1] + [ranks[v] for v in live]
         b_shares = shamir.split(int.from_bytes(self._seed, "big"), config.threshold, xs)
         s_shares = shamir.split(int.from_bytes(self._s.private_bytes(), "big"),
                                 config.threshold, xs)
         self._own_shares = (b_shares[0], s_shares[0])
         sealed = []
-        for v, b_share, s_share in zip(ranked, b_shares[1:], s_shares[1:]):
+        for v, b_share, s_share in zip(live, b_shares[1:], s_shares[1:]):
             key = crypto.channel_key(channel[v], config.tag, self.id, v)
             plaintext = (_U32.pack(self.id) + _U32.pack(v) + shamir.encode_share(b_share)
                          + shamir.encode_share(s_share))
@@ -214,7 +299,7 @@ class SecAggClient:
             raise InvalidMessage("delivery is addressed to another client")
         held: dict[int, tuple[int, int]] = {}
         for sender, sealed in delivery.sealed:
-            if sender not in self._neighbors:
+            if sender not in self._live:
                 raise self._abort("the server delivered a share from a non-neighbour",
                                   Stage.MASKED_INPUT)
             key = crypto.channel_key(self._channel[sender], config.tag, sender, self.id)
@@ -240,6 +325,7 @@ class SecAggClient:
             else:
                 prg.subtract(y, self._mask_keys[v])
         self._held = held
+        self._partners = frozenset(held)
         self._mask_keys = {}
         self._channel = {}
         self.state = (ClientState.AWAIT_CONSISTENCY if config.malicious
@@ -257,19 +343,37 @@ class SecAggClient:
             raise InvalidInput(f"input entries must lie in [0, 2**{config.modulus_bits})")
         return x.astype(word_dtype(config.modulus_bits))
 
+    def _check_view(self, survivors: tuple[int, ...], dropped: tuple[int, ...],
+                    stage: Stage) -> None:
+        """Refuse a survivor/dropped view that the model or this client's own knowledge rules
+        out. Raises ProtocolAbort (and wipes) on any failure."""
+        alive, gone = set(survivors), set(dropped)
+        if alive & gone:
+            raise self._abort("the server listed a client both as survivor and as dropped", stage)
+        if self.id not in alive:
+            raise self._abort("the server says this client dropped although it sent its input",
+                              stage)
+        if not (alive | gone) <= self._roster.keys():
+            raise self._abort("the view names clients that never advertised keys", stage)
+        if len(alive) < self.config.min_survivors:
+            raise self._abort(f"only {len(alive)} survivors; the model's minimum is "
+                              f"{self.config.min_survivors}", stage)
+        # Every neighbour whose shares this client holds shared its keys, so it must be listed;
+        # a live neighbour listed as a survivor must have had its shares delivered here.
+        if not set(self._held) <= alive | gone:
+            raise self._abort("the view leaves out a neighbour that shared its keys", stage)
+        if (alive & self._live) - set(self._held):
+            raise self._abort("a survivor's shares were withheld from this client", stage)
+
     # -- stage 3 (malicious-server mode) -----------------------------------------------------
     def consistency_check(self, message: bytes) -> bytes:
         self._expect(ClientState.AWAIT_CONSISTENCY)
         request: ConsistencyRequest = decode(message, self.config, Kind.CONSISTENCY_REQUEST)
-        survivors = request.survivors
-        if self.id not in survivors:
-            raise self._abort("the server says this client dropped although it sent its input",
-                              Stage.CONSISTENCY_CHECK)
-        if len(survivors) < self.config.threshold:
-            raise self._abort("fewer survivors than the threshold", Stage.CONSISTENCY_CHECK)
+        self._check_view(request.survivors, request.dropped, Stage.CONSISTENCY_CHECK)
         signature = crypto.sign(self._identity, b"consistency",
-                                consistency_payload(self.config, survivors))
-        self._survivor_view = survivors
+                                consistency_payload(self.config, self._roster_digest,
+                                                    request.survivors, request.dropped))
+        self._view = (request.survivors, request.dropped)
         self.state = ClientState.AWAIT_UNMASK
         return ConsistencySignature(self.id, signature).encode(self.config)
 
@@ -278,20 +382,14 @@ class SecAggClient:
         self._expect(ClientState.AWAIT_UNMASK)
         config = self.config
         request: UnmaskRequest = decode(message, config, Kind.UNMASK_REQUEST)
+        self._check_view(request.survivors, request.dropped, Stage.UNMASK)
         survivors, dropped = set(request.survivors), set(request.dropped)
-        if survivors & dropped:
-            raise self._abort("the server listed a client both as survivor and as dropped",
-                              Stage.UNMASK)
-        if self.id not in survivors:
-            raise self._abort("the server says this client dropped although it sent its input",
-                              Stage.UNMASK)
-        if len(survivors) < config.threshold:
-            raise self._abort("fewer survivors than the threshold", Stage.UNMASK)
         if config.malicious:
-            if request.survivors != self._survivor_view:
-                raise self._abort("the survivor list differs from the one this client signed",
+            if (request.survivors, request.dropped) != self._view:
+                raise self._abort("the view differs from the one this client signed",
                                   Stage.UNMASK)
-            payload = consistency_payload(config, request.survivors)
+            payload = consistency_payload(config, self._roster_digest, request.survivors,
+                                          request.dropped)
             signers = set()
             for signer, signature in request.signatures:
                 public = self._directory.get(signer)
@@ -303,9 +401,10 @@ class SecAggClient:
                     raise self._abort("a survivor-list signature is invalid",
                                       Stage.UNMASK) from None
                 signers.add(signer)
-            if len(signers) < config.threshold:
-                raise self._abort("fewer than threshold clients confirmed the survivor list",
-                                  Stage.UNMASK)
+            if len(signers) < config.signature_quorum:
+                raise self._abort(f"only {len(signers)} clients signed this view; "
+                                  f"{config.signature_quorum} are needed so that no other view "
+                                  "can exist", Stage.UNMASK)
         out: list[tuple[int, ShareKind, bytes]] = [
             (self.id, ShareKind.SELF_MASK_SEED, shamir.encode_share(self._own_shares[0]))]
         for v in sorted(self._held):
@@ -318,3 +417,9 @@ class SecAggClient:
         self.wipe()
         self.state = ClientState.DONE
         return UnmaskShares(self.id, tuple(out)).encode(config)
+
+    # -- for the test harness's adversary ----------------------------------------------------
+    def corrupt_state(self) -> dict[int, tuple[int, int]]:
+        """Everything this client holds about its neighbours' secrets: (share of b, share of s)
+        per neighbour. Only the harness calls this, for clients its adversary corrupts."""
+        return dict(self._held)

@@ -5,11 +5,23 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from .errors import ConfigurationError
-from .params import check_graph
+from .params import (
+    DEFAULT_CORRUPT_RATE,
+    DEFAULT_DROPOUT_RATE,
+    check_graph,
+    max_corrupt,
+    max_corrupt_neighbors,
+    min_survivors,
+    signature_quorum,
+)
 
-__all__ = ["RoundConfig", "SERVER_ID", "MAX_CLIENT_ID", "MAX_DIM", "effective_degree"]
+__all__ = ["RoundConfig", "SERVER_ID", "MAX_CLIENT_ID", "MAX_DIM"]
+
+# Rates are bound into the round tag as integers in parts per million.
+_PPM = 1_000_000
 
 SERVER_ID = 0xFFFFFFFF
 MAX_CLIENT_ID = SERVER_ID - 1
@@ -22,6 +34,12 @@ class RoundConfig:
     key derivation and signature of the round, so changing any field starts a different round.
 
     ``round_id`` must be unique per round (16 to 32 random bytes from the coordinator).
+
+    ``clients`` is the whole cohort: the neighbour graph is fixed over it, so a client that
+    never advertises keys is a dropped neighbour, not an absent one. ``corrupt_rate`` and
+    ``dropout_rate`` are the threat model's gamma and delta (DESIGN section 2a): the threshold
+    must satisfy the bounds they imply, and every client enforces them (a round outside the
+    model is refused, not warned about).
     """
 
     round_id: bytes
@@ -31,6 +49,8 @@ class RoundConfig:
     neighbors: int
     threshold: int
     malicious: bool = False
+    corrupt_rate: float = DEFAULT_CORRUPT_RATE
+    dropout_rate: float = DEFAULT_DROPOUT_RATE
     tag: bytes = field(init=False, repr=False, compare=False)
     client_set: frozenset[int] = field(init=False, repr=False, compare=False)
 
@@ -48,33 +68,45 @@ class RoundConfig:
             raise ConfigurationError(f"dim must be an integer in 1..{MAX_DIM}")
         if not isinstance(self.modulus_bits, int) or not 1 <= self.modulus_bits <= 64:
             raise ConfigurationError("modulus_bits must be an integer in 1..64")
-        check_graph(len(clients), self.neighbors, self.threshold, malicious=self.malicious)
-        body = struct.pack(">B32sIIBIIB", 1, self.round_id.ljust(32, b"\x00"), self.dim,
+        if not isinstance(self.malicious, bool):
+            raise ConfigurationError("malicious must be True or False")
+        for name in ("corrupt_rate", "dropout_rate"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ConfigurationError(f"{name} must be a number in [0, 1), got {rate!r}")
+            object.__setattr__(self, name, round(float(rate) * _PPM) / _PPM)
+        check_graph(len(clients), self.neighbors, self.threshold, malicious=self.malicious,
+                    corrupt_rate=self.corrupt_rate)
+        body = struct.pack(">B32sIIBIIBII", 2, self.round_id.ljust(32, b"\x00"), self.dim,
                            len(self.round_id), self.modulus_bits, self.neighbors,
-                           self.threshold, int(self.malicious))
+                           self.threshold, int(self.malicious),
+                           round(self.corrupt_rate * _PPM), round(self.dropout_rate * _PPM))
         body += b"".join(struct.pack(">I", c) for c in self.clients)
         object.__setattr__(self, "tag",
-                           hashlib.sha256(b"cohort/secagg/v1/round\x00" + body).digest())
+                           hashlib.sha256(b"cohort/secagg/v2/round\x00" + body).digest())
 
     @property
     def n(self) -> int:
         return len(self.clients)
 
+    @cached_property
+    def max_corrupt(self) -> int:
+        """Corrupt clients the model allows in the whole cohort."""
+        return max_corrupt(self.n, self.corrupt_rate)
 
-def effective_degree(config: RoundConfig, alive: int) -> int:
-    """Degree of the graph actually built over the ``alive`` clients that advertised keys.
+    @cached_property
+    def max_corrupt_neighbors(self) -> int:
+        """Corrupt share holders the model allows around one client."""
+        return max_corrupt_neighbors(self.n, self.neighbors, self.corrupt_rate)
 
-    The planned degree, unless the roster is too small for it (then the complete graph) or an odd
-    degree meets an odd roster (no such regular graph): then one more neighbour if that keeps the
-    malicious-mode bound 2t > k, else one fewer if the threshold allows, else the complete graph.
-    """
-    k = config.neighbors
-    if k >= alive - 1:
-        return alive - 1
-    if k % 2 and alive % 2:
-        if k + 1 < alive - 1 and (not config.malicious or 2 * config.threshold > k + 2):
-            return k + 1
-        if config.threshold <= k and k - 1 >= 1:
-            return k - 1
-        return alive - 1
-    return k
+    @cached_property
+    def min_survivors(self) -> int:
+        """Fewest clients whose sum a round may release (the model's minimum)."""
+        return min_survivors(self.n, self.threshold, self.dropout_rate)
+
+    @cached_property
+    def signature_quorum(self) -> int:
+        """Signatures on one survivor view needed before any share is revealed (malicious
+        mode): more than (n + C) / 2, so no second view can gather as many."""
+        quorum = signature_quorum(self.n, self.corrupt_rate)
+        return quorum or self.threshold  # 0 only under a planted defect: the old rule

@@ -1,11 +1,17 @@
-"""The neighbour graph of a round, derived so that every client can check it.
+"""The neighbour graph of a round, derived so that every client can check it and the server
+cannot choose it.
 
-Clients are placed on a ring in an order given by hashing each id with a seed, and the seed is the
-hash of the round tag and of the whole roster of advertised keys. Each client neighbours the k/2
-nearest clients on either side of it (a Harary graph; for odd k on an even ring, also the client
-diametrically opposite). The server cannot choose who neighbours whom: any change to the order
-would need a different roster, which changes the seed, and every client recomputes the graph from
-the roster it was sent. k = n - 1 is the complete graph of classic SecAgg.
+The graph is fixed over the whole cohort named in the round's config (a client that never
+advertised keys is a dropped neighbour, not an absent one). Clients are placed on a ring in an
+order given by hashing each id with a seed, and each neighbours the k/2 nearest clients on either
+side (a Harary graph; for odd k on an even ring, also the client diametrically opposite).
+
+The seed is commit-then-reveal: every client commits to a random 32-byte nonce when it
+advertises its keys, and reveals it only after it has seen the roster of commitments. The seed
+hashes the round tag with every revealed nonce of the roster, so it is fixed before any honest
+nonce is known, and a roster member that withholds its nonce aborts the round (visibly) rather
+than being left out: the server cannot grind the graph by re-keying corrupt clients or by
+choosing whom to list, as it could when the seed was a hash of the roster it picked.
 """
 
 from __future__ import annotations
@@ -14,13 +20,30 @@ import hashlib
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["graph_seed", "ring_order", "ring_holders", "harary_neighbors", "neighbor_map"]
+__all__ = ["NONCE_BYTES", "graph_seed", "nonce_commitment", "roster_graph_seed", "ring_order",
+           "ring_holders", "harary_neighbors", "neighbor_map"]
 
 _U32 = struct.Struct(">I")
+NONCE_BYTES = 32
 
 
-def graph_seed(round_tag: bytes, roster: Iterable[tuple[int, bytes, bytes]]) -> bytes:
-    """SHA-256 over the round tag and the sorted (id, channel key, mask key) roster entries."""
+def nonce_commitment(round_tag: bytes, client: int, nonce: bytes) -> bytes:
+    """The binding, hiding commitment a client advertises to its graph nonce."""
+    return hashlib.sha256(b"cohort/secagg/v2/graph-nonce\x00" + round_tag + _U32.pack(client)
+                          + nonce).digest()
+
+
+def graph_seed(round_tag: bytes, nonces: Iterable[tuple[int, bytes]]) -> bytes:
+    """SHA-256 over the round tag and every (id, revealed nonce) of the roster, sorted by id."""
+    h = hashlib.sha256(b"cohort/secagg/v2/graph\x00" + round_tag)
+    for client, nonce in sorted(nonces):
+        h.update(_U32.pack(client) + nonce)
+    return h.digest()
+
+
+def roster_graph_seed(round_tag: bytes, roster: Iterable[tuple[int, bytes, bytes]]) -> bytes:
+    """The old, grindable seed (a hash of the server-chosen roster of keys): kept only for the
+    planted defect that shows the grinding attack is caught."""
     h = hashlib.sha256(b"cohort/secagg/v1/graph\x00" + round_tag)
     for client, c_pk, s_pk in sorted(roster):
         h.update(_U32.pack(client) + c_pk + s_pk)

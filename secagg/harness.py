@@ -27,7 +27,7 @@ from .server import SecAggServer
 from .stages import Stage, dropout_plan
 from .transcript import Direction, Transcript
 
-__all__ = ["simulate_round", "RoundResult"]
+__all__ = ["simulate_round", "RoundResult", "Coalition"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class RoundResult:
     """Clients that refused to go on, with their reason (e.g. a failed integrity check)."""
     rejected: tuple[tuple[int, str, str], ...] = ()
     """Messages refused on arrival: (client, error type, reason), both directions."""
+    liars: frozenset[int] = frozenset()
+    """Clients caught revealing wrong shares; the sum was corrected around them."""
+    coalition: "Coalition | None" = None
+    """What the adversary (server plus corrupt clients) held, for the leakage oracle."""
 
 
 def _check_inputs(inputs: Mapping[int, np.ndarray], modulus_bits: int,
@@ -82,7 +86,8 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
                    adversary: str | Adversary | None = None,
                    input_bits: int | None = None,
                    dropout_rate: float = DEFAULT_DROPOUT_RATE,
-                   corrupt_rate: float = DEFAULT_CORRUPT_RATE) -> RoundResult:
+                   corrupt_rate: float = DEFAULT_CORRUPT_RATE,
+                   corrupt: Iterable[int] | None = None) -> RoundResult:
     """Run one SecAgg+ round in process and return the sum of the surviving clients' inputs.
 
     ``inputs`` maps client ids to 1-D integer arrays with entries in [0, 2**modulus_bits); the
@@ -92,7 +97,13 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
     ``corrupt_rate``; ``neighbors=len(inputs)-1`` is classic SecAgg. ``dropouts`` maps stage names
     to clients that stop before sending that stage's message. ``malicious=True`` adds signed keys
     and the consistency check. ``adversary`` is one of "overlap", "inconsistent_views",
-    "forged_key", "replay", "tamper", or an :class:`~secagg.adversary.Adversary`.
+    "forged_key", "replay", "tamper", or an :class:`~secagg.adversary.Adversary`, including the
+    regression attacks of :data:`~secagg.adversary.REGRESSION_ATTACKS` and the searchable
+    :class:`~secagg.adversary.GenericAdversary`. ``corrupt`` names clients that collude with the
+    server (they follow the protocol but hand the server everything they hold); an adversary
+    may name more. ``dropout_rate`` and ``corrupt_rate`` are the threat model's delta and gamma
+    and are bound into the round's config: the round refuses to release a sum of fewer than
+    the model's minimum of survivors.
 
     ``seed`` fixes only the harness's own choices (the round id); key material always comes from
     the operating system's CSPRNG. Raises :class:`ProtocolAbort` if the round cannot finish; the
@@ -111,7 +122,8 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
                                   + int(seed).to_bytes(16, "big", signed=True)).digest()
     config = RoundConfig(round_id=round_id, clients=tuple(clients), dim=dim,
                          modulus_bits=modulus_bits, neighbors=params.neighbors,
-                         threshold=params.threshold, malicious=malicious)
+                         threshold=params.threshold, malicious=malicious,
+                         corrupt_rate=corrupt_rate, dropout_rate=dropout_rate)
     earlier = None
     if adversary == "replay":
         earlier = simulate_round(arrays, modulus_bits, params.neighbors, params.threshold,
@@ -123,12 +135,30 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
             f"the {adversary!r} attack is stopped only by malicious-server mode (signed keys and "
             "the consistency check); run it with malicious=True")
     attack.setup(config, arrays)
-    return _Round(config, arrays, drop, attack).run()
+    colluding = frozenset(int(c) for c in (corrupt or ())) | attack.corrupt
+    if not colluding <= config.client_set:
+        raise ConfigurationError("corrupt clients must be clients of the round")
+    return _Round(config, arrays, drop, attack, colluding).run()
+
+
+@dataclass
+class Coalition:
+    """What the adversary holds besides the server's view: the corrupt clients (and any extra
+    client instances it ran under corrupt identities) with every share they received, and, for
+    the oracle, the public facts of each honest client's round (who holds its shares at which
+    Shamir x-coordinate, whom it masked with)."""
+
+    corrupt: frozenset[int] = frozenset()
+    held: list[tuple[int, dict[int, tuple[int, int]]]] = field(default_factory=list)
+    """(corrupt holder, {owner: (share of b, share of s)}) for every corrupt client instance."""
+    ranks: dict[int, dict[int, int]] = field(default_factory=dict)
+    partners: dict[int, frozenset[int]] = field(default_factory=dict)
 
 
 class _Round:
     def __init__(self, config: RoundConfig, inputs: dict[int, np.ndarray],
-                 drop: dict[Stage, frozenset[int]], attack: Adversary) -> None:
+                 drop: dict[Stage, frozenset[int]], attack: Adversary,
+                 corrupt: frozenset[int]) -> None:
         self.config = config
         self.inputs = inputs
         self.drop = drop
@@ -140,24 +170,34 @@ class _Round:
             directory = {c: k.public_key() for c, k in identities.items()}
         self.clients = {c: SecAggClient(c, config, identity=identities.get(c), directory=directory)
                         for c in config.clients}
-        self.server = SecAggServer(config, directory=attack.server_directory(directory))
+        self.coalition = Coalition(corrupt=corrupt)
+        attack.enlist(self.coalition, {c: self.clients[c] for c in corrupt},
+                      {c: identities[c] for c in corrupt if c in identities}, directory)
+        self.server = attack.make_server(config, directory)
         self.transcript = Transcript(config)
         self.alive = set(config.clients)
         self.aborted: dict[int, str] = {}
         self.rejected: list[tuple[int, str, str]] = []
 
     def _to_server(self, stage: Stage, sender: int, data: bytes) -> None:
+        # The server's view starts with what the client sent; whatever the adversary makes of
+        # it (drops, injections, replays) is what the server's state machine then receives.
+        self.transcript.record(stage, Direction.TO_SERVER, sender, data)
         for message in self.attack.to_server(stage, sender, data):
-            self.transcript.record(stage, Direction.TO_SERVER, sender, message)
+            if message is not data:
+                self.transcript.record(stage, Direction.TO_SERVER, sender, message)
             try:
-                self.server.receive(message)
+                # The sender is the transport's authenticated identity, not the header's.
+                self.server.receive(message, sender=sender)
             except InvalidMessage as exc:
                 self.rejected.append((sender, type(exc).__name__, str(exc)))
 
-    def _stage(self, stage: Stage, outgoing: dict[int, bytes] | None, act) -> None:
-        for c in sorted(self.alive):
-            if c in self.drop[stage]:
-                self.alive.discard(c)
+    def _stage(self, stage: Stage, outgoing: dict[int, bytes] | None, act, *,
+               drops: bool = True) -> None:
+        if drops:
+            for c in sorted(self.alive):
+                if c in self.drop[stage]:
+                    self.alive.discard(c)
         if outgoing is None:
             for c in sorted(self.alive):
                 self._to_server(stage, c, act(self.clients[c], None))
@@ -180,30 +220,55 @@ class _Round:
             else:
                 self._to_server(stage, c, reply)
 
+    def _close(self, stage: Stage) -> dict[int, bytes]:
+        for sender, message in self.attack.flush(stage):
+            try:
+                self.server.receive(message, sender=sender)
+            except InvalidMessage as exc:
+                self.rejected.append((sender, type(exc).__name__, str(exc)))
+        return self.server.close_stage()
+
     def run(self) -> RoundResult:
         try:
             return self._run()
         except ProtocolAbort as exc:
             # Auditors get the server's view up to the abort, to check that it reveals nothing.
             exc.transcript = self.transcript
+            exc.coalition = self._close_coalition()
             raise
 
+    def _close_coalition(self) -> Coalition:
+        coalition = self.coalition
+        for c, client in self.clients.items():
+            if c not in coalition.corrupt:
+                coalition.ranks[c] = dict(client.holder_ranks)
+                coalition.partners[c] = client.mask_partners
+        return coalition
+
     def _run(self) -> RoundResult:
-        server = self.server
+        server, attack, close = self.server, self.attack, self._close
         self._stage(Stage.ADVERTISE_KEYS, None, lambda client, _: client.advertise_keys())
-        outgoing = server.close_stage()
+        outgoing = close(Stage.ADVERTISE_KEYS)
+        # The second half of advertise_keys: the roster of commitments out, the nonces back.
+        self._stage(Stage.ADVERTISE_KEYS, outgoing, lambda client, m: client.reveal_nonce(m),
+                    drops=False)
+        outgoing = close(Stage.ADVERTISE_KEYS)
         self._stage(Stage.SHARE_KEYS, outgoing, lambda client, m: client.share_keys(m))
-        outgoing = server.close_stage()
+        outgoing = close(Stage.SHARE_KEYS)
         self._stage(Stage.MASKED_INPUT, outgoing,
                     lambda client, m: client.masked_input(m, self.inputs[client.id]))
-        outgoing = server.close_stage()
+        for c in sorted(self.coalition.corrupt):
+            self.coalition.held.append((c, self.clients[c].corrupt_state()))
+        attack.after_masked_input()
+        outgoing = close(Stage.MASKED_INPUT)
         if self.config.malicious:
             self._stage(Stage.CONSISTENCY_CHECK, outgoing,
                         lambda client, m: client.consistency_check(m))
-            outgoing = server.close_stage()
+            outgoing = close(Stage.CONSISTENCY_CHECK)
         self._stage(Stage.UNMASK, outgoing, lambda client, m: client.unmask(m))
-        server.close_stage()
+        close(Stage.UNMASK)
         result = server.result
         return RoundResult(aggregate=result.aggregate, included=result.included,
                            transcript=self.transcript, config=self.config,
-                           aborted=dict(self.aborted), rejected=tuple(self.rejected))
+                           aborted=dict(self.aborted), rejected=tuple(self.rejected),
+                           liars=result.liars, coalition=self._close_coalition())

@@ -19,6 +19,7 @@ from .errors import InvalidMessage, StageError
 from .hazmat.crypto import KEY_BYTES, NONCE_BYTES, SIGNATURE_BYTES, TAG_BYTES
 from .hazmat.packing import packed_size
 from .hazmat.shamir import SHARE_BYTES
+from .graph import NONCE_BYTES as NONCE_BYTES_GRAPH
 
 __all__ = [
     "MAGIC",
@@ -29,6 +30,8 @@ __all__ = [
     "Advertise",
     "RosterEntry",
     "Roster",
+    "Reveal",
+    "Nonces",
     "Shares",
     "Delivery",
     "MaskedInput",
@@ -43,7 +46,7 @@ __all__ = [
 ]
 
 MAGIC = b"CSA"
-VERSION = 1
+VERSION = 2
 # 7 reserved zero bytes make the header 48 bytes long, so that a masked vector's payload starts
 # 8-byte aligned and numpy reads its lanes without the slow unaligned path.
 _HEADER = struct.Struct(">3sBB32sI7s")
@@ -66,6 +69,8 @@ class Kind(enum.IntEnum):
     CONSISTENCY_SIGNATURE = 7
     UNMASK_REQUEST = 8
     UNMASK_SHARES = 9
+    REVEAL = 10  # a client's graph nonce, revealed after it has seen the roster of commitments
+    NONCES = 11  # every roster member's revealed nonce, which fixes the neighbour graph
 
 
 class ShareKind(enum.IntEnum):
@@ -130,6 +135,7 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
 
 _SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
 _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
+_NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
 _SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
@@ -160,21 +166,25 @@ def _opt_sig(sig: bytes | None) -> bytes:
 
 @dataclass(frozen=True)
 class Advertise:
+    """A client's two public keys and its commitment to its graph nonce (signed in malicious
+    mode)."""
+
     sender: int
     channel_key: bytes
     mask_key: bytes
+    commitment: bytes
     signature: bytes | None
 
     kind = Kind.ADVERTISE
 
     def encode(self, config: RoundConfig) -> bytes:
         return (_header(self.kind, config, self.sender) + self.channel_key + self.mask_key
-                + _opt_sig(self.signature))
+                + self.commitment + _opt_sig(self.signature))
 
     @classmethod
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Advertise":
-        c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
-        return cls(sender, c_pk, s_pk, _signature(r.u8(), r))
+        c_pk, s_pk, commitment = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(COMMIT_BYTES)
+        return cls(sender, c_pk, s_pk, commitment, _signature(r.u8(), r))
 
 
 @dataclass(frozen=True)
@@ -182,7 +192,47 @@ class RosterEntry:
     client: int
     channel_key: bytes
     mask_key: bytes
+    commitment: bytes
     signature: bytes | None
+
+
+@dataclass(frozen=True)
+class Reveal:
+    """A client opens its nonce commitment, after it has seen the whole roster."""
+
+    sender: int
+    nonce: bytes
+
+    kind = Kind.REVEAL
+
+    def encode(self, config: RoundConfig) -> bytes:
+        return _header(self.kind, config, self.sender) + self.nonce
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Reveal":
+        return cls(sender, r.take(NONCE_BYTES_GRAPH))
+
+
+@dataclass(frozen=True)
+class Nonces:
+    """The server relays every roster member's revealed nonce."""
+
+    nonces: tuple[tuple[int, bytes], ...]  # (client, nonce), strictly increasing ids
+
+    kind = Kind.NONCES
+    sender = SERVER_ID
+
+    def encode(self, config: RoundConfig) -> bytes:
+        parts = [_header(self.kind, config, SERVER_ID), _U32.pack(len(self.nonces))]
+        parts.extend(_U32.pack(c) + nonce for c, nonce in self.nonces)
+        return b"".join(parts)
+
+    @classmethod
+    def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Nonces":
+        n = r.count(config.n)
+        nonces = tuple(_NONCE_RECORD.iter_unpack(r.take(n * _NONCE_RECORD.size)))
+        _check_ids([c for c, _ in nonces], config)
+        return cls(nonces)
 
 
 @dataclass(frozen=True)
@@ -195,7 +245,8 @@ class Roster:
     def encode(self, config: RoundConfig) -> bytes:
         parts = [_header(self.kind, config, SERVER_ID), _U32.pack(len(self.entries))]
         for e in self.entries:
-            parts.append(_U32.pack(e.client) + e.channel_key + e.mask_key + _opt_sig(e.signature))
+            parts.append(_U32.pack(e.client) + e.channel_key + e.mask_key + e.commitment
+                         + _opt_sig(e.signature))
         return b"".join(parts)
 
     @classmethod
@@ -204,8 +255,8 @@ class Roster:
         entries = []
         for _ in range(n):
             client = r.u32()
-            c_pk, s_pk = r.take(KEY_BYTES), r.take(KEY_BYTES)
-            entries.append(RosterEntry(client, c_pk, s_pk, _signature(r.u8(), r)))
+            c_pk, s_pk, commitment = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(COMMIT_BYTES)
+            entries.append(RosterEntry(client, c_pk, s_pk, commitment, _signature(r.u8(), r)))
         _check_ids([e.client for e in entries], config)
         return cls(tuple(entries))
 
@@ -280,17 +331,20 @@ class MaskedInput:
 
 @dataclass(frozen=True)
 class ConsistencyRequest:
+    """The survivor and dropped lists each client is asked to sign (malicious mode)."""
+
     survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
 
     kind = Kind.CONSISTENCY_REQUEST
     sender = SERVER_ID
 
     def encode(self, config: RoundConfig) -> bytes:
-        return _header(self.kind, config, SERVER_ID) + _ids(self.survivors)
+        return _header(self.kind, config, SERVER_ID) + _ids(self.survivors) + _ids(self.dropped)
 
     @classmethod
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "ConsistencyRequest":
-        return cls(r.ids(config.n, config))
+        return cls(r.ids(config.n, config), r.ids(config.n, config))
 
 
 @dataclass(frozen=True)
@@ -357,7 +411,8 @@ class UnmaskShares:
         return cls(sender, tuple(shares))
 
 
-_TYPES = {cls.kind: cls for cls in (Advertise, Roster, Shares, Delivery, MaskedInput,
+_TYPES = {cls.kind: cls for cls in (Advertise, Roster, Reveal, Nonces, Shares, Delivery,
+                                    MaskedInput,
                                     ConsistencyRequest, ConsistencySignature, UnmaskRequest,
                                     UnmaskShares)}
 

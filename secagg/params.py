@@ -18,6 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from . import _testing
 from .errors import ConfigurationError
 
 __all__ = [
@@ -26,6 +27,10 @@ __all__ = [
     "choose_parameters",
     "complete_graph_threshold",
     "check_graph",
+    "max_corrupt",
+    "max_corrupt_neighbors",
+    "signature_quorum",
+    "min_survivors",
     "required_modulus_bits",
     "DEFAULT_DROPOUT_RATE",
     "DEFAULT_CORRUPT_RATE",
@@ -137,19 +142,30 @@ def _threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
     t1 = adversarial.smallest_sf_below(q_security)
     # t2: fewest surviving neighbours s with P[S <= s] >= q_correct; t <= t2 keeps rounds alive.
     t2 = surviving.smallest_cdf_at_least(q_correct)
-    if malicious:
-        # A malicious server must never hold both shares of a client: two disjoint groups of the
-        # k + 1 holders (neighbours and the client itself) must not both reach t, even with the
-        # corrupt neighbours counted in both.
-        t1 = math.ceil((t1 + k - 1.25) / 2)
     if t2 <= t1:
         return None
-    # Shamir needs t >= 2; the malicious bound needs 2t > k + 1.
-    t = max(t1 + 1, 2)
-    if malicious:
-        t = max(t, (k + 1) // 2 + 1)
-        if t > k + 1:
-            return None
+    t = _secure_threshold(k, t1, malicious=malicious)
+    # (The published semi-honest table lifts t1 + 1 to Shamir's minimum of 2 without
+    # re-checking t2; the malicious bound must itself keep rounds alive.)
+    if malicious and t > t2 or t > k + 1:
+        return None
+    return t
+
+
+def _secure_threshold(k: int, corrupt_neighbors: int, *, malicious: bool) -> int:
+    """Smallest threshold the threat model allows for degree k and at most ``corrupt_neighbors``
+    corrupt share holders of any one client.
+
+    Semi-honest: the corrupt holders alone must stay below t. Malicious: additionally, two
+    disjoint groups of the k + 1 - c honest holders, each topped up by the c corrupt holders
+    (who reveal both kinds of share), must not both reach t: 2t > k + 1 + c. Shamir needs t >= 2
+    always (t = 1 makes every share the secret itself).
+    """
+    t = max(corrupt_neighbors + 1, 2)
+    if malicious and not _testing.planted("threshold_without_corrupt_term"):
+        t = max(t, (k + 1 + corrupt_neighbors) // 2 + 1)
+    elif malicious:
+        t = max(t, (k + 1) // 2 + 1)  # the old bound, kept only as a planted defect
     return t
 
 
@@ -172,6 +188,44 @@ def harary_parameters(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
     return None
 
 
+def max_corrupt(n: int, corrupt_rate: float) -> int:
+    """Corrupt clients the model allows in a cohort of n: ceil(corrupt_rate * n) (at least one
+    whenever the rate is positive, so small cohorts are not assumed clean)."""
+    return min(n, math.ceil(corrupt_rate * n - _EPS)) if corrupt_rate > 0 else 0
+
+
+def max_corrupt_neighbors(n: int, k: int, corrupt_rate: float) -> int:
+    """Most corrupt share holders (neighbours) one client may have under the model.
+
+    The complete graph: every corrupt client. A sparse random graph: the fewest c exceeded only
+    with probability below 2^-41/n under the hypergeometric law of a neighbourhood (the same
+    bound the parameter finder uses, so the published table's corrupt count applies).
+    """
+    if k >= n - 1:
+        return max_corrupt(n, corrupt_rate)
+    corrupt = math.floor((corrupt_rate + _EPS) * n)
+    return _Hypergeometric(n, corrupt, k).smallest_sf_below(2.0 ** -(SECURITY_BITS + 1) / n)
+
+
+def signature_quorum(n: int, corrupt_rate: float) -> int:
+    """Signatures on one survivor view a client must see before it reveals any share.
+
+    Honest clients sign one view each; corrupt ones sign any number. Two different views with q
+    signatures each need 2q <= n + C (C corrupt), so q = floor((n + C) / 2) + 1 makes the view
+    unique: the server can never show two groups two survivor lists.
+    """
+    if _testing.planted("signature_quorum_is_threshold"):
+        return 0  # the old rule (threshold signatures) is applied by the caller
+    return (n + max_corrupt(n, corrupt_rate)) // 2 + 1
+
+
+def min_survivors(n: int, threshold: int, dropout_rate: float) -> int:
+    """Fewest clients whose inputs a round may release the sum of: the model allows a fraction
+    ``dropout_rate`` of the cohort (rounded up to whole clients) to drop, no more, and never
+    fewer than the threshold."""
+    return max(threshold, n - math.ceil(dropout_rate * n - _EPS))
+
+
 def complete_graph_threshold(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RATE,
                              malicious: bool = False) -> int:
     """Threshold for classic SecAgg on the complete graph (each client shares with n - 1 others).
@@ -181,17 +235,16 @@ def complete_graph_threshold(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RA
     Malicious: more than half of the holders plus the corrupt ones, so that no two disjoint
     groups can each reach t (the server can never get both shares of a client).
     """
-    holders = n
-    corrupt = math.ceil(corrupt_rate * n)
-    if malicious:
-        t = (holders + corrupt) // 2 + 1
-    else:
-        t = max(holders // 2 + 1, corrupt + 1)
-    return max(1, min(t, holders))
+    corrupt = max_corrupt(n, corrupt_rate)
+    t = max(n // 2 + 1, _secure_threshold(n - 1, corrupt, malicious=malicious))
+    return min(t, n)
 
 
-def check_graph(n: int, k: int, t: int, *, malicious: bool) -> None:
-    """Raise ConfigurationError unless (k, t) is a usable degree and threshold for n clients."""
+def check_graph(n: int, k: int, t: int, *, malicious: bool,
+                corrupt_rate: float = DEFAULT_CORRUPT_RATE) -> None:
+    """Raise ConfigurationError unless (k, t) is a degree and threshold for n clients that the
+    threat model allows (DESIGN section 2a): t >= 2, t above the corrupt share holders, and in
+    malicious-server mode 2t > k + 1 + c."""
     if n < 2:
         raise ConfigurationError("a secure sum needs at least two clients")
     if not 1 <= k <= n - 1:
@@ -200,13 +253,21 @@ def check_graph(n: int, k: int, t: int, *, malicious: bool) -> None:
         raise ConfigurationError(
             f"no {k}-regular graph on {n} clients exists: use an even degree or n - 1")
     # Each client's secrets are shared among its k neighbours and itself: k + 1 holders.
-    if not 1 <= t <= k + 1:
-        raise ConfigurationError(f"threshold must be in 1..{k + 1} (degree + 1), got {t}")
-    if malicious and 2 * t <= k + 1:
-        raise ConfigurationError(
-            f"malicious-server mode needs threshold > (neighbors + 1) / 2 (got t={t}, k={k}): "
-            "otherwise two disjoint groups of share holders could each reveal a different share "
-            "of one client")
+    if not 2 <= t <= k + 1:
+        raise ConfigurationError(f"threshold must be in 2..{k + 1} (degree + 1), got {t}: "
+                                 "with t = 1 every share is the secret itself")
+    corrupt = max_corrupt_neighbors(n, k, corrupt_rate)
+    need = _secure_threshold(k, corrupt, malicious=malicious)
+    if t < need:
+        if malicious:
+            why = (f"malicious-server mode needs 2t > neighbors + 1 + c = {k + 1 + corrupt} "
+                   f"(c = {corrupt} corrupt neighbours at corrupt rate {corrupt_rate}), so that "
+                   "two groups of share holders can never each reveal a different share of one "
+                   "client")
+        else:
+            why = (f"the threshold must exceed the {corrupt} corrupt neighbours a client may "
+                   f"have at corrupt rate {corrupt_rate}")
+        raise ConfigurationError(f"threshold {t} is below {need}: {why}")
 
 
 def choose_parameters(n: int, *, neighbors: int | None = None, threshold: int | None = None,
@@ -236,7 +297,7 @@ def choose_parameters(n: int, *, neighbors: int | None = None, threshold: int | 
                     f"degree {neighbors} is not secure for {n} clients at corrupt rate "
                     f"{corrupt_rate} and dropout rate {dropout_rate}: give a threshold or a "
                     "larger degree")
-    check_graph(n, neighbors, threshold, malicious=malicious)
+    check_graph(n, neighbors, threshold, malicious=malicious, corrupt_rate=corrupt_rate)
     return GraphParameters(n, neighbors, threshold)
 
 

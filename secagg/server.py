@@ -8,25 +8,36 @@ server's vector memory is O(dim) whatever the number of clients. At the end it r
 survivors' self-mask seeds and the dropped clients' mask keys from the revealed shares, strips
 those masks, and exposes the sum of the survivors' inputs mod 2**modulus_bits.
 
-A message that is malformed, forged or out of place raises :class:`~secagg.errors.InvalidMessage`
-and changes nothing; if its sender was identifiable and expected, that sender is treated as
-dropped from then on. Fewer than ``threshold`` clients at any stage raises
-:class:`~secagg.errors.ProtocolAbort` and the accumulator is wiped: nothing is revealed.
+Who sent a message is what the transport authenticated (a client certificate, or the identity
+signature a deployment puts around every message), passed to :meth:`receive` as ``sender``;
+the header's sender field must agree with it, and a message whose header names someone else is
+refused without touching anyone's standing. A message that is malformed, forged or out of place
+raises :class:`~secagg.errors.InvalidMessage` and changes nothing, except that its authenticated
+sender is treated as dropped from then on.
+
+Reconstruction is robust: each secret is checked against what its owner committed to (the
+self-mask seed's hash, the mask key's public half); when the first t shares fail the check, all
+the shares received are decoded as a Reed-Solomon codeword, which corrects up to
+(shares - t) / 2 wrong ones, and the holders of the wrong shares are named in :attr:`liars`.
+
+Fewer clients than the model's minimum at any stage raises :class:`~secagg.errors.ProtocolAbort`
+and the accumulator is wiped: nothing is revealed.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .client import advertise_payload, consistency_payload, seed_commitment
-from .config import RoundConfig, effective_degree
+from . import _testing
+from .client import advertise_payload, consistency_payload, roster_digest, seed_commitment
+from .config import RoundConfig
 from .errors import InvalidMessage, ProtocolAbort, StageError
-from .graph import graph_seed, neighbor_map
+from .graph import graph_seed, neighbor_map, nonce_commitment, roster_graph_seed
 from .hazmat import crypto, shamir
 from .hazmat.packing import PackedAccumulator
 from .hazmat.prg import MaskGenerator
@@ -37,6 +48,8 @@ from .messages import (
     Delivery,
     Kind,
     MaskedInput,
+    Nonces,
+    Reveal,
     Roster,
     RosterEntry,
     Shares,
@@ -53,6 +66,7 @@ __all__ = ["SecAggServer", "ServerState", "AggregateResult"]
 
 class ServerState(enum.Enum):
     ADVERTISE_KEYS = Stage.ADVERTISE_KEYS.value
+    REVEAL_NONCES = "reveal_nonces"  # the second half of advertise_keys
     SHARE_KEYS = Stage.SHARE_KEYS.value
     MASKED_INPUT = Stage.MASKED_INPUT.value
     CONSISTENCY_CHECK = Stage.CONSISTENCY_CHECK.value
@@ -63,6 +77,7 @@ class ServerState(enum.Enum):
 
 _EXPECTED = {
     ServerState.ADVERTISE_KEYS: Kind.ADVERTISE,
+    ServerState.REVEAL_NONCES: Kind.REVEAL,
     ServerState.SHARE_KEYS: Kind.SHARES,
     ServerState.MASKED_INPUT: Kind.MASKED_INPUT,
     ServerState.CONSISTENCY_CHECK: Kind.CONSISTENCY_SIGNATURE,
@@ -74,6 +89,8 @@ _EXPECTED = {
 class AggregateResult:
     aggregate: np.ndarray
     included: frozenset[int]
+    liars: frozenset[int] = field(default_factory=frozenset)
+    """Share holders whose revealed shares were wrong (corrected around, and named)."""
 
 
 class SecAggServer:
@@ -89,6 +106,8 @@ class SecAggServer:
         self._excluded: set[int] = set()
         self._eligible: frozenset[int] = frozenset(config.clients)
         self._advertised: dict[int, Advertise] = {}
+        self._entries: tuple[RosterEntry, ...] = ()
+        self._roster_digest = b""
         self._neighbors: Mapping[int, frozenset[int]] = {}
         self._ranks: dict[int, dict[int, int]] = {}
         self._u2: tuple[int, ...] = ()
@@ -99,13 +118,16 @@ class SecAggServer:
         self._signers: dict[int, bytes] = {}
         self._acc: PackedAccumulator | None = None
         self._commitments: dict[int, bytes] = {}
-        self._b_points: dict[int, list[tuple[int, int]]] = {}
-        self._s_points: dict[int, list[tuple[int, int]]] = {}
+        self._b_points: dict[int, list[tuple[int, int, int]]] = {}
+        self._s_points: dict[int, list[tuple[int, int, int]]] = {}
+        self._liars: set[int] = set()
         self._result: AggregateResult | None = None
 
     # -- introspection -----------------------------------------------------------------------
     @property
     def stage(self) -> Stage | None:
+        if self.state is ServerState.REVEAL_NONCES:
+            return Stage.ADVERTISE_KEYS
         try:
             return Stage(self.state.value)
         except ValueError:
@@ -123,7 +145,13 @@ class SecAggServer:
         return frozenset(self._excluded)
 
     @property
+    def liars(self) -> frozenset[int]:
+        """Holders caught revealing a wrong share (the round corrects around them)."""
+        return frozenset(self._liars)
+
+    @property
     def neighbors(self) -> Mapping[int, frozenset[int]]:
+        """Each client's live neighbours (neighbours in the cohort's graph that advertised)."""
         return self._neighbors
 
     def pending(self) -> frozenset[int]:
@@ -131,11 +159,18 @@ class SecAggServer:
         return self._eligible - self._excluded - set(self._received)
 
     # -- receiving ---------------------------------------------------------------------------
-    def receive(self, data: bytes) -> None:
+    def receive(self, data: bytes, *, sender: int) -> None:
+        """Take one message that the transport authenticated as coming from ``sender``."""
         if self.state in (ServerState.DONE, ServerState.ABORTED):
             raise StageError(f"the round is {self.state.value}")
         expected = _EXPECTED[self.state]
-        checked = kind, sender = peek(data, self.config)
+        checked = kind, claimed = peek(data, self.config)
+        if _testing.planted("trust_header_sender"):
+            sender = claimed
+        elif claimed != sender:
+            # Nobody's standing may change on the strength of a header the sender wrote.
+            raise InvalidMessage("the message's header names another sender than the one the "
+                                 "transport authenticated")
         if kind != expected:
             raise StageError(f"expected a {expected.name.lower()} message in stage "
                              f"{self.state.value}, got {kind.name.lower()}")
@@ -159,23 +194,31 @@ class SecAggServer:
             crypto.load_public(message.mask_key)
             if message.channel_key == message.mask_key:
                 raise InvalidMessage("channel and mask keys must differ")
+            if any(message.channel_key in (a.channel_key, a.mask_key)
+                   or message.mask_key in (a.channel_key, a.mask_key)
+                   for a in self._received.values()):
+                raise InvalidMessage("a public key is already in the roster")
             if config.malicious and self._directory is not None:
                 public = self._directory.get(message.sender)
                 if public is None or message.signature is None:
                     raise InvalidMessage("signature check failed")
                 crypto.verify(public, message.signature, b"advertise",
                               advertise_payload(config, message.sender, message.channel_key,
-                                                message.mask_key))
+                                                message.mask_key, message.commitment))
+        elif isinstance(message, Reveal):
+            if (nonce_commitment(config.tag, message.sender, message.nonce)
+                    != self._advertised[message.sender].commitment):
+                raise InvalidMessage("the nonce does not open the sender's commitment")
         elif isinstance(message, Shares):
             if {v for v, _ in message.sealed} != self._neighbors[message.sender]:
-                raise InvalidMessage("shares must go to exactly the sender's neighbours")
+                raise InvalidMessage("shares must go to exactly the sender's live neighbours")
         elif isinstance(message, ConsistencySignature):
             if self._directory is not None:
                 public = self._directory.get(message.sender)
                 if public is None:
                     raise InvalidMessage("signature check failed")
                 crypto.verify(public, message.signature, b"consistency",
-                              consistency_payload(config, self._u3))
+                              self._view_payload())
         elif isinstance(message, UnmaskShares):
             u = message.sender
             allowed = self._neighbors[u]
@@ -185,9 +228,9 @@ class SecAggServer:
                 if about == u:
                     ok = kind is ShareKind.SELF_MASK_SEED
                 elif about in allowed and about in survivors:
-                    ok = kind is ShareKind.SELF_MASK_SEED
+                    ok = kind is ShareKind.SELF_MASK_SEED and u in self._neighbors[about]
                 elif about in allowed and about in dropped:
-                    ok = kind is ShareKind.MASK_KEY
+                    ok = kind is ShareKind.MASK_KEY and u in self._neighbors[about]
                 else:
                     ok = False
                 if not ok:
@@ -198,6 +241,9 @@ class SecAggServer:
                 points.append((about, kind, y))
             return points
         return None
+
+    def _view_payload(self) -> bytes:
+        return consistency_payload(self.config, self._roster_digest, self._u3, self._dropped)
 
     def _apply(self, message, prepared) -> None:
         sender = message.sender
@@ -210,16 +256,16 @@ class SecAggServer:
             seeds, keys, ranks = self._b_points, self._s_points, self._ranks
             for about, kind, y in prepared:
                 target = seeds if kind is ShareKind.SELF_MASK_SEED else keys
-                target.setdefault(about, []).append((ranks[about][sender], y))
+                target.setdefault(about, []).append((ranks[about][sender], y, sender))
             self._received[sender] = True
         else:
             self._received[sender] = message
 
     # -- closing stages ----------------------------------------------------------------------
-    def _require(self, count: int, what: str) -> None:
-        if count < self.config.threshold:
-            raise self._abort(f"only {count} clients {what}; the threshold is "
-                              f"{self.config.threshold}")
+    def _require(self, count: int, what: str, need: int | None = None) -> None:
+        need = self.config.min_survivors if need is None else need
+        if count < need:
+            raise self._abort(f"only {count} clients {what}; the round needs {need}")
 
     def _abort(self, reason: str) -> ProtocolAbort:
         stage = self.state.value
@@ -240,23 +286,24 @@ class SecAggServer:
         if state is ServerState.ADVERTISE_KEYS:
             advertised = dict(self._received)
             self._require(len(advertised), "advertised keys")
-            entries = tuple(RosterEntry(c, a.channel_key, a.mask_key, a.signature)
-                            for c, a in sorted(advertised.items()))
-            seed = graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
-                                           for e in entries))
-            degree = effective_degree(config, len(entries))
-            if degree + 1 < config.threshold:
-                raise self._abort("too few clients to give each the threshold of share holders")
+            self._entries = tuple(RosterEntry(c, a.channel_key, a.mask_key, a.commitment,
+                                              a.signature)
+                                  for c, a in sorted(advertised.items()))
             self._advertised = advertised
-            ranked = neighbor_map(seed, advertised, degree)
-            self._neighbors = {u: frozenset(r) for u, r in ranked.items()}
-            # Shamir x-coordinate of each holder's share of u's secrets: u itself is 1, its
-            # i-th nearest neighbour i + 2 (the clients compute the same from the same roster).
-            self._ranks = {u: {v: i + 2 for i, v in enumerate(r)} | {u: 1}
-                           for u, r in ranked.items()}
-            roster = Roster(entries).encode(config)
-            self._next(ServerState.SHARE_KEYS, advertised)
+            roster = Roster(self._entries).encode(config)
+            self._next(ServerState.REVEAL_NONCES, advertised)
             return {c: roster for c in advertised}
+        if state is ServerState.REVEAL_NONCES:
+            missing = sorted(set(self._advertised) - set(self._received))
+            if missing:
+                # Leaving a committed client out would let the server pick among seeds.
+                raise self._abort(f"clients {missing} committed to a graph nonce and did not "
+                                  "open it; the graph cannot be fixed without them")
+            nonces = tuple((c, r.nonce) for c, r in sorted(self._received.items()))
+            self._set_graph(nonces)
+            message = Nonces(nonces).encode(config)
+            self._next(ServerState.SHARE_KEYS, self._advertised)
+            return {c: message for c in self._advertised}
         if state is ServerState.SHARE_KEYS:
             shares: dict[int, Shares] = dict(self._received)
             self._require(len(shares), "shared their keys")
@@ -276,7 +323,7 @@ class SecAggServer:
             self._survivor_set = frozenset(self._u3)
             self._dropped_set = frozenset(self._dropped)
             if config.malicious:
-                request = ConsistencyRequest(self._u3).encode(config)
+                request = ConsistencyRequest(self._u3, self._dropped).encode(config)
                 self._next(ServerState.CONSISTENCY_CHECK, self._u3)
                 return {u: request for u in self._u3}
             request = UnmaskRequest(self._u3, self._dropped).encode(config)
@@ -284,52 +331,93 @@ class SecAggServer:
             return {u: request for u in self._u3}
         if state is ServerState.CONSISTENCY_CHECK:
             signers = {u: m.signature for u, m in self._received.items()}
-            self._require(len(signers), "confirmed the survivor list")
+            self._require(len(signers), "confirmed the survivor list", config.signature_quorum)
             request = UnmaskRequest(self._u3, self._dropped,
                                     tuple(sorted(signers.items()))).encode(config)
             self._signers = signers
             self._next(ServerState.UNMASK, signers)
             return {u: request for u in signers}
         if state is ServerState.UNMASK:
-            self._require(len(self._received), "revealed their shares")
+            self._require(len(self._received), "revealed their shares", config.threshold)
             self._unmask()
             self.state = ServerState.DONE
             return {}
         raise StageError(f"the round is {state.value}")
 
-    def _reconstruct_all(self, wanted: list[tuple[int, list[tuple[int, int]] | None, str]]
-                         ) -> list[bytes]:
+    def _set_graph(self, nonces: tuple[tuple[int, bytes], ...]) -> None:
+        config = self.config
+        if _testing.planted("graph_seed_from_roster"):
+            seed = roster_graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
+                                                  for e in self._entries))
+        else:
+            seed = graph_seed(config.tag, nonces)
+        self._roster_digest = roster_digest(config, self._entries, nonces)
+        ranked = neighbor_map(seed, config.clients, config.neighbors)
+        live = self._advertised
+        self._neighbors = {u: frozenset(v for v in ranked[u] if v in live) for u in live}
+        # Shamir x-coordinate of each holder's share of u's secrets: u itself is 1, its i-th
+        # nearest neighbour in the cohort's graph i + 2 (the clients compute the same).
+        self._ranks = {u: {v: i + 2 for i, v in enumerate(ranked[u]) if v in live} | {u: 1}
+                       for u in live}
+
+    def _recover(self, wanted: list[tuple[int, list[tuple[int, int, int]] | None, str,
+                                          Callable[[int], bool]]]) -> list[int]:
+        """Each secret from its shares, checked against its owner's commitment; on a mismatch,
+        decoded with error correction and the holders of wrong shares named."""
         t = self.config.threshold
-        for client, points, what in wanted:
-            if points is None or len(points) < t:
+        for client, points, what, _ in wanted:
+            if points is None or len({x for x, _, _ in points}) < t:
                 raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
         # The nearest holders first: most secrets then use the same x-coordinates, and share
         # their Lagrange weights.
-        values = shamir.reconstruct_many([sorted(points) for _, points, _ in wanted], t)
-        for (client, _, _), value in zip(wanted, values):
-            if value >> 256:
-                raise self._abort(f"the shares of client {client} are inconsistent")
-        return [value.to_bytes(32, "big") for value in values]
+        ordered = [sorted(points) for _, points, _, _ in wanted]
+        values = shamir.reconstruct_many([[(x, y) for x, y, _ in p] for p in ordered], t)
+        out = []
+        for (client, _, what, check), points, value in zip(wanted, ordered, values):
+            if not check(value):
+                if _testing.planted("first_t_shares"):
+                    raise self._abort(f"the shares of client {client} are inconsistent")
+                try:
+                    poly = shamir.decode_with_errors([(x, y) for x, y, _ in points], t)
+                except ValueError:
+                    raise self._abort(f"the shares of client {client}'s {what} are inconsistent "
+                                      "beyond what the shares received can correct") from None
+                value = poly[0]
+                if not check(value):
+                    raise self._abort(f"the shares of client {client}'s {what} are inconsistent")
+                self._liars.update(holder for x, y, holder in points
+                                   if shamir.evaluate(poly, x) != y)
+            out.append(value)
+        return out
 
     def _unmask(self) -> None:
         config = self.config
         prg = MaskGenerator(config.dim, config.modulus_bits)
-        survivors = set(self._u3)
+        survivors = self._survivor_set
+
+        def seed_check(u: int):
+            return lambda v: (v >> 256 == 0 and seed_commitment(config, u, v.to_bytes(32, "big"))
+                              == self._commitments[u])
+
+        def key_check(d: int):
+            def check(v: int) -> bool:
+                if v >> 256:
+                    return False
+                try:
+                    pair = crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
+                except ValueError:
+                    return False
+                return pair.public == self._advertised[d].mask_key
+            return check
+
         # Reconstruct and check every secret before removing any mask: an abort must not leave a
         # half-unmasked accumulator behind.
-        recovered = self._reconstruct_all(
-            [(u, self._b_points.get(u), "self-mask seed") for u in self._u3]
-            + [(d, self._s_points.get(d), "mask key") for d in self._dropped])
-        seeds = dict(zip(self._u3, recovered[:len(self._u3)]))
-        for u, seed in seeds.items():
-            if seed_commitment(config, u, seed) != self._commitments[u]:
-                raise self._abort(f"the shares of client {u} are inconsistent")
-        keys = {}
-        for d, secret in zip(self._dropped, recovered[len(self._u3):]):
-            pair = crypto.KeyPair.from_private_bytes(secret)
-            if pair.public != self._advertised[d].mask_key:
-                raise self._abort(f"the shares of client {d} are inconsistent")
-            keys[d] = pair
+        recovered = self._recover(
+            [(u, self._b_points.get(u), "self-mask seed", seed_check(u)) for u in self._u3]
+            + [(d, self._s_points.get(d), "mask key", key_check(d)) for d in self._dropped])
+        seeds = {u: v.to_bytes(32, "big") for u, v in zip(self._u3, recovered)}
+        keys = {d: crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
+                for d, v in zip(self._dropped, recovered[len(self._u3):])}
         acc = self._acc.total()
         self._acc = None
         for u, seed in seeds.items():
@@ -349,5 +437,5 @@ class SecAggServer:
                     prg.add(acc, key)
         if config.modulus_bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type((1 << config.modulus_bits) - 1), out=acc)
-        self._result = AggregateResult(acc, frozenset(self._u3))
+        self._result = AggregateResult(acc, frozenset(self._u3), frozenset(self._liars))
         self._b_points, self._s_points = {}, {}

@@ -8,10 +8,11 @@ private keys never appear in it, only what the protocol reveals to the server an
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from .config import RoundConfig
+from .errors import InvalidMessage, StageError
 from .messages import Kind, UnmaskShares, ShareKind, decode, peek
 from .stages import Stage
 
@@ -65,24 +66,53 @@ class Transcript:
                    if direction is None or e.direction is direction)
 
 
-def exposed_clients(transcript: Transcript) -> frozenset[int]:
-    """Clients whose input the server could unmask from what it was sent: those for which it
-    received at least ``threshold`` shares of the self-mask seed *and* ``threshold`` shares of the
-    mask key, from distinct holders. The protocol's guarantee is that this set is always empty."""
+def exposed_clients(transcript: Transcript, *, corrupt: Iterable[int] = ()) -> frozenset[int]:
+    """Honest clients whose input the server could unmask from what it was sent together with
+    what the ``corrupt`` clients hold.
+
+    A corrupt client holds both kinds of share of every client that sent it shares (the
+    recipients of each ``shares`` message are on the wire), so each counts towards both
+    secrets. A client is exposed when ``threshold`` distinct holders gave up its self-mask seed
+    and ``threshold`` gave up its mask key, or when its seed is given up and every neighbour it
+    shared with is corrupt (then every pairwise mask in its input is the coalition's own). The
+    protocol's guarantee is that this set is empty for any corrupt set the model allows.
+
+    Fails closed: a message in the transcript that cannot be read is an error, not a skip.
+    """
     config = transcript.config
+    corrupt = frozenset(corrupt)
     seed_holders: dict[int, set[int]] = {}
     key_holders: dict[int, set[int]] = {}
+    recipients: dict[int, set[int]] = {}
     for entry in transcript.entries(direction=Direction.TO_SERVER):
         try:
-            kind, _ = peek(entry.data, config)
-            if kind is not Kind.UNMASK_SHARES:
-                continue
-            message: UnmaskShares = decode(entry.data, config, Kind.UNMASK_SHARES)
-        except Exception:  # rejected or replayed messages reveal nothing decodable here
+            kind, claimed = peek(entry.data, config)
+        except StageError:
+            continue  # another round's message (a replay): not about this round's secrets
+        except InvalidMessage as exc:
+            raise InvalidMessage(f"transcript entry from client {entry.party} cannot be "
+                                 f"read: {exc}") from None
+        if kind not in (Kind.SHARES, Kind.UNMASK_SHARES) or claimed != entry.party:
+            continue
+        try:
+            message = decode(entry.data, config, kind)
+        except InvalidMessage:
+            continue  # refused by the server as malformed: it carries no usable share
+        if kind is Kind.SHARES:
+            recipients.setdefault(message.sender, set()).update(v for v, _ in message.sealed)
             continue
         for about, share_kind, _ in message.shares:
             holders = seed_holders if share_kind is ShareKind.SELF_MASK_SEED else key_holders
             holders.setdefault(about, set()).add(message.sender)
     t = config.threshold
-    return frozenset(c for c in seed_holders
-                     if len(seed_holders[c]) >= t and len(key_holders.get(c, ())) >= t)
+    exposed = set()
+    for u in config.clients:
+        if u in corrupt:
+            continue
+        held_by_corrupt = recipients.get(u, set()) & corrupt
+        seeds = len(seed_holders.get(u, set()) | held_by_corrupt)
+        keys = len(key_holders.get(u, set()) | held_by_corrupt)
+        surrounded = bool(recipients.get(u)) and recipients[u] <= corrupt
+        if seeds >= t and (keys >= t or surrounded):
+            exposed.add(u)
+    return frozenset(exposed)

@@ -21,6 +21,9 @@ from secagg import (
 )
 from secagg.client import ClientState
 from secagg.messages import Kind, UnmaskRequest, ShareKind, decode
+from secagg.oracle import leakage
+
+from secagg_drive import send, to_masked_input
 
 N = 12
 
@@ -36,11 +39,13 @@ def check_outcome(inputs, bits, **kwargs):
     try:
         result = simulate_round(inputs, modulus_bits=bits, **kwargs)
     except ProtocolAbort as exc:
-        assert not exposed_clients(exc.transcript)
+        assert not exposed_clients(exc.transcript, corrupt=exc.coalition.corrupt)
+        assert not leakage(exc.transcript, exc.coalition).exposed
         return "abort", None
     expected = sum(inputs[c].astype(np.uint64) for c in result.included) % (1 << bits)
     assert np.array_equal(result.aggregate.astype(np.uint64), expected)
-    assert not exposed_clients(result.transcript)
+    assert not exposed_clients(result.transcript, corrupt=result.coalition.corrupt)
+    assert not leakage(result.transcript, result.coalition).exposed
     return "sum", result
 
 
@@ -72,17 +77,7 @@ def test_active_attacks_need_malicious_mode(inputs, adversary):
         simulate_round(inputs, modulus_bits=24, adversary=adversary)
 
 
-def test_inconsistent_views_collects_both_kinds_of_share_but_never_enough(inputs):
-    """The attack really splits the clients (shares of both kinds about the victim reach the
-    server), and the threshold still keeps the victim's input hidden."""
-    try:
-        # A sparse graph (k=8, t=5) lets each half of the split reach the threshold of
-        # signatures; on the complete graph the smaller half would already stop short.
-        result = simulate_round(inputs, modulus_bits=24, malicious=True, neighbors=8,
-                                threshold=5, adversary="inconsistent_views")
-        transcript = result.transcript
-    except ProtocolAbort as exc:
-        transcript = exc.transcript
+def _shares_about(transcript):
     config = transcript.config
     seed, key = set(), set()
     for entry in transcript:
@@ -94,11 +89,37 @@ def test_inconsistent_views_collects_both_kinds_of_share_but_never_enough(inputs
             continue
         for about, kind, _ in message.shares:
             (seed if kind is ShareKind.SELF_MASK_SEED else key).add((about, message.sender))
-    victims = {a for a, _ in key}
-    assert victims, "the attack should make some clients reveal a mask-key share of a survivor"
-    for victim in victims:
-        assert (len({s for a, s in seed if a == victim}) < config.threshold
-                or len({s for a, s in key if a == victim}) < config.threshold)
+    return seed, key
+
+
+def _run(inputs, **kwargs):
+    try:
+        return simulate_round(inputs, modulus_bits=24, **kwargs)
+    except ProtocolAbort as exc:
+        return exc
+
+
+def test_inconsistent_views_never_get_a_key_share_of_a_survivor(inputs):
+    """The split is real (two views go out), but the half told that the victim dropped cannot
+    gather a quorum of signatures on its view, so it reveals nothing; the victim's mask key
+    never leaves any holder."""
+    outcome = _run(inputs, malicious=True, neighbors=8, threshold=5,
+                   adversary="inconsistent_views")
+    seed, key = _shares_about(outcome.transcript)
+    assert not key
+    assert not leakage(outcome.transcript, outcome.coalition).exposed
+
+
+def test_planted_threshold_quorum_lets_inconsistent_views_collect_both_kinds(inputs):
+    """With the old rule (t signatures suffice) the same attack does collect mask-key shares of
+    a survivor: the test above can fail."""
+    from secagg._testing import plant
+
+    with plant("signature_quorum_is_threshold"):
+        outcome = _run(inputs, malicious=True, neighbors=8, threshold=5,
+                       adversary="inconsistent_views")
+    seed, key = _shares_about(outcome.transcript)
+    assert {a for a, _ in key}
 
 
 def _client_ready_to_unmask(n=6, t=4):
@@ -108,14 +129,9 @@ def _client_ready_to_unmask(n=6, t=4):
                          modulus_bits=16, neighbors=n - 1, threshold=t)
     clients = {c: SecAggClient(c, config) for c in range(n)}
     server = SecAggServer(config)
-    for c in clients.values():
-        server.receive(c.advertise_keys())
-    out = server.close_stage()
+    out = to_masked_input(clients, server)
     for c, m in out.items():
-        server.receive(clients[c].share_keys(m))
-    out = server.close_stage()
-    for c, m in out.items():
-        server.receive(clients[c].masked_input(m, rng.integers(0, 100, 4)))
+        send(server, c, clients[c].masked_input(m, rng.integers(0, 100, 4)))
     server.close_stage()
     return config, clients
 
@@ -131,7 +147,11 @@ def test_client_never_reveals_both_shares(survivors, dropped):
         reply = client.unmask(request)
     except ProtocolAbort:
         assert client.state is ClientState.ABORTED
-        assert (survivors & dropped or 0 not in survivors or len(survivors) < 4)
+        # Every neighbour shared its keys (complete graph, nobody dropped): each must be
+        # listed, and each listed survivor's shares were delivered, so only these can abort.
+        assert (survivors & dropped or 0 not in survivors
+                or len(survivors) < config.min_survivors
+                or not (survivors | dropped) >= set(range(1, 6)))
         return
     shares = decode(reply, config, Kind.UNMASK_SHARES).shares
     kinds: dict[int, set] = {}

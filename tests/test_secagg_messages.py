@@ -19,6 +19,8 @@ from secagg import (
 from secagg.messages import HEADER_BYTES
 from secagg.server import ServerState
 
+from secagg_drive import advertise_and_reveal, send, to_masked_input
+
 N = 5
 
 
@@ -44,12 +46,7 @@ def same_state(a, b):
 
 def to_masked_stage():
     config, clients, server = make()
-    for c in clients.values():
-        server.receive(c.advertise_keys())
-    out = server.close_stage()
-    for c, m in out.items():
-        server.receive(clients[c].share_keys(m))
-    out = server.close_stage()
+    out = to_masked_input(clients, server)
     return config, clients, server, out
 
 
@@ -59,31 +56,29 @@ def test_wrong_round_is_a_stage_error_and_changes_nothing():
     stray = other_clients[0].advertise_keys()
     before = server_fingerprint(server)
     with pytest.raises(StageError, match="another round"):
-        server.receive(stray)
+        send(server, 0, stray)
     same_state(before, server_fingerprint(server))
     assert 0 not in server.excluded
 
 
 def test_out_of_stage_message_is_refused_without_dropping_the_sender():
     config, clients, server = make()
-    for c in range(N):
-        server.receive(clients[c].advertise_keys())
-    out = server.close_stage()
+    out = advertise_and_reveal(clients, server)
     share_msg = clients[0].share_keys(out[0])
     server2_config, clients2, server2 = make()
     before = server_fingerprint(server2)
     with pytest.raises(StageError):
-        server2.receive(share_msg)  # a share_keys message while server2 is collecting keys
+        send(server2, 0, share_msg)  # a share_keys message while server2 is collecting keys
     same_state(before, server_fingerprint(server2))
 
 
 def test_duplicate_message_is_refused_and_the_first_stands():
     config, clients, server, out = to_masked_stage()
     msg = clients[0].masked_input(out[0], np.arange(8))
-    server.receive(msg)
+    send(server, 0, msg)
     before = server_fingerprint(server)
     with pytest.raises(InvalidMessage, match="duplicate"):
-        server.receive(msg)
+        send(server, 0, msg)
     same_state(before, server_fingerprint(server))
     assert 0 not in server.excluded
 
@@ -110,7 +105,7 @@ def test_malformed_masked_input_is_refused_and_sender_dropped(mutation):
         bad[HEADER_BYTES - 1] = 1
     before = server_fingerprint(server)
     with pytest.raises(InvalidMessage):
-        server.receive(bytes(bad))
+        send(server, 1, bytes(bad))
     after = server_fingerprint(server)
     assert np.array_equal(before[3], after[3]) if before[3] is not None else after[3] is None
     assert not after[1]
@@ -118,63 +113,110 @@ def test_malformed_masked_input_is_refused_and_sender_dropped(mutation):
     assert (1 in server.excluded) == body_error
     if body_error:  # the sender is treated as dropped: its good message is now refused too
         with pytest.raises(InvalidMessage):
-            server.receive(good)
+            send(server, 1, good)
         assert 1 not in server.pending()
 
 
-@settings(max_examples=200)
-@given(junk=st.binary(max_size=300))
-def test_arbitrary_bytes_never_crash_the_server(junk):
+@settings(max_examples=200, deadline=None)
+@given(junk=st.binary(max_size=300), stage=st.sampled_from(["advertise", "masked"]),
+       sender=st.integers(0, N - 1))
+def test_arbitrary_bytes_never_crash_the_server(junk, stage, sender):
+    """Junk, raw or behind a genuine header, raises InvalidMessage and leaves the server as it
+    was (only the authenticated sender may lose its standing), unless it happens to be a
+    well-formed message of that stage from that sender; and every other client's genuine
+    message still goes through afterwards."""
+    from secagg.messages import Kind, decode
+
     config, clients, server = make()
-    header = clients[0].advertise_keys()[:HEADER_BYTES]
+    if stage == "advertise":
+        kind = Kind.ADVERTISE
+        header = SecAggClient(sender, config).advertise_keys()[:HEADER_BYTES]
+        genuine = {c: clients[c].advertise_keys() for c in clients}
+    else:
+        kind = Kind.MASKED_INPUT
+        out = to_masked_input(clients, server)
+        genuine = {c: clients[c].masked_input(out[c], np.arange(8)) for c in clients}
+        header = genuine[sender][:HEADER_BYTES]
     for data in (junk, header + junk):
+        before = server_fingerprint(server)
         try:
-            server.receive(data)
+            send(server, sender, data)
         except InvalidMessage:
-            pass
-    assert server.state is ServerState.ADVERTISE_KEYS
+            after = server_fingerprint(server)
+            assert after[0] == before[0] and after[1].keys() == before[1].keys()
+            if before[3] is None:
+                assert after[3] is None
+            else:
+                assert np.array_equal(before[3], after[3])
+        else:  # accepted: then it must be a well-formed message of this stage from sender
+            assert decode(data, config, kind).sender == sender
+    assert server.excluded <= {sender}
+    for c in clients:
+        if c != sender:
+            send(server, c, genuine[c])
+    assert set(server._received) >= set(clients) - {sender}
 
 
-def test_unknown_sender_and_forged_sender_ids_are_refused():
+def test_forged_header_sender_is_refused_without_evicting_the_named_client():
     config, clients, server = make()
     msg = bytearray(clients[0].advertise_keys())
     msg[37:41] = (77).to_bytes(4, "big")  # magic 3, version 1, kind 1, round tag 32: sender
     with pytest.raises(InvalidMessage):
-        server.receive(bytes(msg))
+        send(server, 0, bytes(msg))
     assert 77 not in server.excluded
+    # A header naming client 1, sent by client 0, leaves client 1's standing untouched.
+    good_1 = clients[1].advertise_keys()
+    forged = bytearray(good_1)
+    forged[-1] ^= 0xFF
+    with pytest.raises(InvalidMessage, match="authenticated"):
+        send(server, 0, bytes(forged))
+    assert 1 not in server.excluded
+    send(server, 1, good_1)
+    assert 1 in server._received
+
+
+def test_planted_header_trust_lets_a_forger_evict_a_client():
+    """The same forgery with the header trusted (the old rule) evicts client 1: the test above
+    can fail."""
+    from secagg._testing import plant
+
+    config, clients, server = make()
+    good_1 = clients[1].advertise_keys()
+    with plant("trust_header_sender"):
+        with pytest.raises(InvalidMessage):
+            send(server, 0, good_1[:HEADER_BYTES] + b"junk")
+        assert 1 in server.excluded
 
 
 def test_shares_to_the_wrong_recipients_are_refused():
     config, clients, server = make()
-    for c in clients.values():
-        server.receive(c.advertise_keys())
-    out = server.close_stage()
+    out = advertise_and_reveal(clients, server)
     from secagg.messages import Kind, Shares, decode
     shares: Shares = decode(clients[0].share_keys(out[0]), config, Kind.SHARES)
     forged = Shares(0, shares.commitment, shares.sealed[:-1]).encode(config)
     with pytest.raises(InvalidMessage, match="neighbours"):
-        server.receive(forged)
+        send(server, 0, forged)
     assert 0 in server.excluded
 
 
 def test_client_rejects_wrong_round_and_wrong_stage_without_changing_state():
     config, clients, server = make()
     other_config, other_clients, other_server = make(round_byte=9)
-    for c in clients.values():
-        server.receive(c.advertise_keys())
-    for c in other_clients.values():
-        other_server.receive(c.advertise_keys())
+    for c, client in clients.items():
+        send(server, c, client.advertise_keys())
+    for c, client in other_clients.items():
+        send(other_server, c, client.advertise_keys())
     roster = server.close_stage()[0]
     stray = other_server.close_stage()[0]
     client = clients[0]
     state = client.state
     with pytest.raises(StageError):
-        client.share_keys(stray)
+        client.reveal_nonce(stray)
     assert client.state is state
     with pytest.raises(InvalidMessage):
         client.masked_input(roster, np.arange(8))  # not in that stage yet
     assert client.state is state
-    client.share_keys(roster)  # the genuine message still works
+    client.reveal_nonce(roster)  # the genuine message still works
 
 
 def test_client_input_is_validated_before_anything_changes():

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from secagg import ConfigurationError, choose_parameters, harary_parameters, required_modulus_bits
+from secagg.params import check_graph, max_corrupt_neighbors
 from secagg.graph import harary_neighbors, neighbor_map
 
 ROWS = json.loads((Path(__file__).parent / "vectors" / "secagg_harary_parameters.json")
@@ -20,14 +21,61 @@ ROWS = json.loads((Path(__file__).parent / "vectors" / "secagg_harary_parameters
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: "{adversary_class}-{clients}-{corrupt_rate}-"
                                                      "{dropout_rate}".format(**r))
 def test_parameter_finder_reproduces_table(row):
-    found = harary_parameters(row["clients"], corrupt_rate=row["corrupt_rate"],
-                              dropout_rate=row["dropout_rate"],
-                              malicious=row["adversary_class"] == "semimalicious")
+    """Semi-honest rows are reproduced exactly. The published semi-malicious rows use a threshold
+    step that gives 2t = k + 1 + c when k + c is odd, which lets two views of the survivors each
+    reach t with the c corrupt holders counted twice (DESIGN section 2a); there the finder must
+    return the smallest degree at or above the table's whose threshold meets 2t > k + 1 + c, and
+    the table's own pair must fail the check (the vector is wrong, not the finder)."""
+    malicious = row["adversary_class"] == "semimalicious"
+    n, gamma = row["clients"], row["corrupt_rate"]
+    found = harary_parameters(n, corrupt_rate=gamma, dropout_rate=row["dropout_rate"],
+                              malicious=malicious)
     assert found is not None
-    assert found.neighbors == row["degree"]
-    assert found.threshold <= row["threshold"]
-    if row["adversary_class"] == "semimalicious":
-        assert 2 * found.threshold > found.neighbors + 1
+    c = max_corrupt_neighbors(n, found.neighbors, gamma)
+    if not malicious:
+        assert found.neighbors == row["degree"]
+        assert found.threshold <= row["threshold"]
+        assert found.threshold > c
+        return
+    assert 2 * found.threshold > found.neighbors + 1 + c
+    table_c = max_corrupt_neighbors(n, row["degree"], gamma)
+    if 2 * row["threshold"] > row["degree"] + 1 + table_c:
+        assert (found.neighbors, found.threshold) == (row["degree"], row["threshold"])
+    else:
+        assert found.neighbors >= row["degree"]
+        with pytest.raises(ConfigurationError, match="2t > neighbors"):
+            check_graph(n, row["degree"], row["threshold"], malicious=True, corrupt_rate=gamma)
+
+
+def test_malicious_thresholds_count_the_corrupt_holders():
+    """Review finding 1: n=33 (k=22, t=12) with one corrupt client and n=100 (k=72, t=39) with
+    five were the finder's defaults and let two views each reach t. Both are refused now, and
+    the defaults at every n meet 2t > k + 1 + c."""
+    with pytest.raises(ConfigurationError):
+        check_graph(33, 22, 12, malicious=True)
+    with pytest.raises(ConfigurationError):
+        check_graph(100, 72, 39, malicious=True)
+    for n in (10, 33, 50, 100, 300, 1000):
+        p = choose_parameters(n, malicious=True)
+        c = max_corrupt_neighbors(n, p.neighbors, 0.05)
+        assert 2 * p.threshold > p.neighbors + 1 + c
+
+
+def test_threshold_one_is_refused_in_every_mode():
+    """Review finding 4: t = 1 makes every Shamir share the secret itself."""
+    for malicious in (False, True):
+        with pytest.raises(ConfigurationError, match="t = 1"):
+            check_graph(5, 4, 1, malicious=malicious, corrupt_rate=0.0)
+    assert choose_parameters(2).threshold == 2
+
+
+def test_planted_weak_threshold_is_accepted_only_under_the_knob():
+    from secagg._testing import plant
+
+    with pytest.raises(ConfigurationError):
+        check_graph(100, 72, 39, malicious=True)
+    with plant("threshold_without_corrupt_term"):
+        check_graph(100, 72, 39, malicious=True)
 
 
 def test_design_table_rows():
@@ -42,7 +90,7 @@ def test_small_cohorts_fall_back_to_the_complete_graph():
     for n in (2, 3, 4, 10, 32):
         params = choose_parameters(n)
         assert params.neighbors == n - 1
-        assert 1 <= params.threshold <= n
+        assert 2 <= params.threshold <= n
     assert choose_parameters(33).neighbors < 32
 
 

@@ -41,8 +41,15 @@ def test_transcript_holds_no_client_secret_and_no_input(monkeypatch, caplog):
     caplog.set_level(logging.DEBUG)
     result, seen, inputs = run_and_capture(monkeypatch, dropouts={"masked_input": [3]})
     blob = b"".join(e.data for e in result.transcript)
-    # 12-byte draws are AES-GCM nonces, which are public; 32-byte draws are secrets.
-    seen = [s for s in seen if len(s) == 32]
+    # 12-byte draws are AES-GCM nonces, which are public; 32-byte draws are secrets, except the
+    # graph nonces, which the protocol reveals on purpose (each opens its commitment).
+    from secagg.messages import Kind, decode, peek
+    revealed = set()
+    for entry in result.transcript:
+        if peek(entry.data, result.config)[0] is Kind.REVEAL:
+            revealed.add(decode(entry.data, result.config, Kind.REVEAL).nonce)
+    assert len(revealed) == 8
+    seen = [s for s in seen if len(s) == 32 and s not in revealed]
     assert len(seen) >= 3 * 8, "the spy must see every client's seed and private keys"
     # Self-mask seeds and private keys never travel, even though the server may reconstruct the
     # ones the protocol reveals to it.
@@ -65,7 +72,7 @@ def test_repr_and_errors_do_not_show_keys():
     client.advertise_keys()
     private = client._s.private_bytes()
     with pytest.raises(Exception) as info:
-        client.share_keys(b"\x00" * 50)
+        client.reveal_nonce(b"\x00" * 50)
     assert private.hex() not in str(info.value)
 
 
@@ -74,16 +81,16 @@ def test_abort_wipes_client_secrets():
                          neighbors=2, threshold=2)
     clients = {c: SecAggClient(c, config) for c in range(3)}
     server = SecAggServer(config)
-    for c in clients.values():
-        server.receive(c.advertise_keys())
+    for c, client in clients.items():
+        server.receive(client.advertise_keys(), sender=c)
     roster = server.close_stage()[0]
     # The roster for client 0 from a server that dropped client 0's own keys: abort.
     from secagg.messages import Kind, Roster, decode
     r = decode(roster, config, Kind.ROSTER)
     tampered = Roster(tuple(e for e in r.entries if e.client != 0)).encode(config)
     with pytest.raises(ProtocolAbort):
-        clients[0].share_keys(tampered)
-    assert clients[0]._s is None and clients[0]._seed is None
+        clients[0].reveal_nonce(tampered)
+    assert clients[0]._s is None and clients[0]._nonce is None and clients[0]._c is None
 
 
 def test_mask_keys_are_full_width_and_distinct_per_pair_and_round():

@@ -164,10 +164,10 @@ def sign(identity: Ed25519PrivateKey, purpose: bytes, payload: bytes) -> bytes:
 
 
 def verify(public: Ed25519PublicKey, signature: bytes, purpose: bytes, payload: bytes) -> None:
-    message = _signed_bytes(purpose, payload)
     try:
-        public.verify(signature, message)
-    except InvalidSignature:
+        # A purpose that could never have been signed fails like any other forgery.
+        public.verify(signature, _signed_bytes(purpose, payload))
+    except (InvalidSignature, ValueError):
         raise InvalidMessage("signature check failed") from None
 
 

@@ -15,7 +15,8 @@ from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
 __all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
-           "lagrange_weights_at_zero", "encode_share", "decode_share"]
+           "lagrange_weights_at_zero", "decode_with_errors", "evaluate", "encode_share",
+           "decode_share"]
 
 PRIME = (1 << 521) - 1
 SHARE_BYTES = 66  # ceil(521 / 8)
@@ -144,6 +145,106 @@ def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
             weights = cache[xs] = _weights(xs)
         out.append(sum(y * w for y, w in zip(chosen.values(), weights)) % PRIME)
     return out
+
+
+def evaluate(poly: Sequence[int], x: int) -> int:
+    """The polynomial with coefficients ``poly`` (constant term first) at x, mod PRIME."""
+    acc = 0
+    for c in reversed(poly):
+        acc = (acc * x + c) % PRIME
+    return acc
+
+
+# Polynomials below are lists of coefficients mod PRIME, constant term first, without trailing
+# zeros (the zero polynomial is []). Written here because the decoder needs exact arithmetic
+# over this 521-bit field, which no maintained Python library offers at this size and speed.
+
+def _trim(p: list[int]) -> list[int]:
+    while p and p[-1] == 0:
+        p.pop()
+    return p
+
+
+def _sub(a: list[int], b: list[int]) -> list[int]:
+    out = [0] * max(len(a), len(b))
+    for i, c in enumerate(a):
+        out[i] = c
+    for i, c in enumerate(b):
+        out[i] = (out[i] - c) % PRIME
+    return _trim(out)
+
+
+def _mul(a: list[int], b: list[int]) -> list[int]:
+    if not a or not b:
+        return []
+    out = [0] * (len(a) + len(b) - 1)
+    for i, x in enumerate(a):
+        if x:
+            for j, y in enumerate(b):
+                out[i + j] += x * y
+    return _trim([c % PRIME for c in out])
+
+
+def _divmod(a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
+    a = list(a)
+    inv = pow(b[-1], -1, PRIME)
+    q = [0] * max(0, len(a) - len(b) + 1)
+    for shift in range(len(a) - len(b), -1, -1):
+        c = a[shift + len(b) - 1] * inv % PRIME
+        q[shift] = c
+        if c:
+            for j, bj in enumerate(b):
+                a[shift + j] = (a[shift + j] - c * bj) % PRIME
+    return _trim(q), _trim(a[:len(b) - 1])
+
+
+def _interpolate(points: Sequence[tuple[int, int]]) -> list[int]:
+    """The polynomial of degree < len(points) through the points (Lagrange, O(m^2))."""
+    xs = [x for x, _ in points]
+    full = [1]
+    for x in xs:
+        full = _mul(full, [(-x) % PRIME, 1])
+    dens = [math.prod([xi - xj for xj in xs if xj != xi]) % PRIME for xi in xs]
+    out = [0] * len(xs)
+    for (x, y), inv in zip(points, _batch_inverse(dens)):
+        basis, _ = _divmod(full, [(-x) % PRIME, 1])
+        scale = y * inv % PRIME
+        for i, c in enumerate(basis):
+            out[i] = (out[i] + scale * c) % PRIME
+    return _trim(out)
+
+
+def decode_with_errors(points: Sequence[tuple[int, int]], threshold: int) -> list[int]:
+    """The polynomial of degree < ``threshold`` that agrees with all but at most
+    (len(points) - threshold) // 2 of the points (Gao's Reed-Solomon decoder).
+
+    Raises ValueError when no such polynomial exists (too many wrong shares to correct).
+    """
+    if len({x for x, _ in points}) != len(points):
+        raise ValueError("share points must have distinct x")
+    m = len(points)
+    if m < threshold:
+        raise ValueError("not enough shares to decode")
+    g0 = [1]
+    for x, _ in points:
+        g0 = _mul(g0, [(-x) % PRIME, 1])
+    g1 = _interpolate(points)
+    # Partial extended Euclid on (g0, g1), tracking only the cofactor of g1.
+    r_prev, r_cur = g0, g1
+    v_prev, v_cur = [], [1]
+    while r_cur and 2 * (len(r_cur) - 1) >= m + threshold:
+        q, r_next = _divmod(r_prev, r_cur)
+        r_prev, r_cur = r_cur, r_next
+        v_prev, v_cur = v_cur, _sub(v_prev, _mul(q, v_cur))
+    if not r_cur:
+        return []  # the zero polynomial fits (every share is zero)
+    f, remainder = _divmod(r_cur, v_cur)
+    if remainder or len(f) > threshold:
+        raise ValueError("too many wrong shares to correct")
+    wrong = sum(1 for x, y in points if evaluate(f, x) != y)
+    if 2 * wrong > m - threshold:
+        raise ValueError("too many wrong shares to correct")
+    return f
 
 
 def encode_share(y: int) -> bytes:

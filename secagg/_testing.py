@@ -1,0 +1,46 @@
+"""Planted defects, for tests only: a check must be able to fail (CONVENTIONS 12).
+
+Each name switches one safeguard of the protocol back to a known-broken rule, so that a test
+can show that its attack or search catches the defect. Nothing outside the test suite turns
+any of them on; production code only asks :func:`planted`, which is False unless a test is
+inside :func:`plant`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+__all__ = ["DEFECTS", "plant", "planted"]
+
+DEFECTS = frozenset({
+    # 2t > k + 1 instead of 2t > k + 1 + c (the finder's and clients' old malicious bound).
+    "threshold_without_corrupt_term",
+    # Clients reveal after seeing `threshold` signatures, not a quorum no second view can reach.
+    "signature_quorum_is_threshold",
+    # Clients accept the advertise-time roster as the graph's seed (no commit-then-reveal).
+    "graph_seed_from_roster",
+    # Reconstruction uses the first t shares only and aborts on a mismatch.
+    "first_t_shares",
+    # The server trusts the sender id written in a message header.
+    "trust_header_sender",
+})
+
+_active: set[str] = set()
+
+
+def planted(name: str) -> bool:
+    return name in _active
+
+
+@contextlib.contextmanager
+def plant(*names: str) -> Iterator[None]:
+    unknown = set(names) - DEFECTS
+    if unknown:
+        raise ValueError(f"unknown planted defects: {sorted(unknown)}")
+    added = set(names) - _active
+    _active.update(added)
+    try:
+        yield
+    finally:
+        _active.difference_update(added)
