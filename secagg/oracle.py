@@ -143,6 +143,7 @@ def leakage(transcript: Transcript, coalition) -> Leakage:
         # leaves an unknown mask in the others.
         if group <= set(nodes) and group <= seeds:
             revealed.append(frozenset(group))
-    minimum = max(1, config.min_survivors - config.max_corrupt)
+    # One honest input alone is always a leak, whatever the model's minimum allows.
+    minimum = max(2, config.min_survivors - config.max_corrupt)
     return Leakage(frozenset(seeds), frozenset(keys), tuple(sorted(revealed, key=sorted)),
                    minimum)

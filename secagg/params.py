@@ -161,11 +161,12 @@ def _secure_threshold(k: int, corrupt_neighbors: int, *, malicious: bool) -> int
     (who reveal both kinds of share), must not both reach t: 2t > k + 1 + c. Shamir needs t >= 2
     always (t = 1 makes every share the secret itself).
     """
+    if _testing.planted("threshold_without_corrupt_term"):
+        # The old bounds, kept only as a planted defect: no corrupt term anywhere.
+        return (k + 1) // 2 + 1 if malicious else 2
     t = max(corrupt_neighbors + 1, 2)
-    if malicious and not _testing.planted("threshold_without_corrupt_term"):
+    if malicious:
         t = max(t, (k + 1 + corrupt_neighbors) // 2 + 1)
-    elif malicious:
-        t = max(t, (k + 1) // 2 + 1)  # the old bound, kept only as a planted defect
     return t
 
 
