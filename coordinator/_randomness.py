@@ -13,7 +13,7 @@ import os
 
 from privacy import RandomSource
 
-__all__ = ["RoundRandomness"]
+__all__ = ["RoundRandomness", "release_id"]
 
 _DOMAIN = b"cohort/coordinator/secure-sum/v1\x00"
 
@@ -37,3 +37,13 @@ class RoundRandomness:
         if self._seed is None:
             return RandomSource.secure()
         return RandomSource.for_simulation(int.from_bytes(self._digest(label.encode())[:8], "big"))
+
+
+def release_id(seed: int | None, round_number: int) -> bytes:
+    """The 32-byte id under which every site's ledger charges one round's release: derived
+    from a simulation's seed and the round number (unique per run and round), else fresh from
+    the OS."""
+    if seed is None:
+        return os.urandom(32)
+    return hashlib.sha256(b"cohort/coordinator/release/v1\x00"
+                          + f"{int(seed)}/{int(round_number)}".encode()).digest()

@@ -7,7 +7,9 @@ through ``secagg.simulate_round`` (real clients and server in one process, with 
 dropouts), and the modular sum is decoded back into floats. Only the sums are revealed: each
 site's update and sample count stay hidden in the masks.
 
-Privacy follows DESIGN section 3 (see :class:`~coordinator.sum_config.PrivacyMode`). The event
+Privacy follows DESIGN section 3 (see :class:`~coordinator.sum_config.PrivacyMode`). Central
+noise is a discrete Gaussian added to the modular sum inside Z_2^b before decoding, so a wrap is
+post-processing of the DP release (``privacy.RoundPrivacy.central_ring_noise``). The event
 returned is what the round really cost, built by ``privacy.RoundPrivacy.event`` from the sites
 *actually summed*: with dropouts, distributed noise is the survivors' shares only, and the
 event says so. If the protocol aborts, its ``ProtocolAbort`` propagates unchanged and there is
@@ -26,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from privacy import EncodingConfig, PrivacyEvent, WeightedSumCodec, wrap_rate
+from privacy import EncodingConfig, PrivacyEvent, WeightedSumCodec, centre_lift, wrap_rate
 from secagg import Stage, simulate_round
 from secagg.errors import ConfigurationError
 
@@ -37,6 +39,11 @@ from .sum_config import PrivacyMode, SecureSumConfig
 from .sum_result import SecureSumResult
 
 __all__ = ["secure_sum"]
+
+# Test-only knob (CONVENTIONS 12): True plants finding 8's defect, central noise added as
+# float64 Gaussian to the *decoded* sum, after the wrap; the replace-one property test of
+# central mode proves it catches it.
+_PLANT_CENTRAL_NOISE_AFTER_DECODE = False
 
 
 def secure_sum(updates: Mapping[SiteId, tuple[Any, float]], config: SecureSumConfig, *,
@@ -80,11 +87,15 @@ def _secure(sites: list[Site], config: SecureSumConfig, drop: dict[Stage, frozen
                                   malicious=config.malicious, seed=seed)
     summed = sorted(round_result.included)
     aggregate = np.asarray(round_result.aggregate)
-    if config.mode is PrivacyMode.CENTRAL:
+    if config.mode is PrivacyMode.CENTRAL and _PLANT_CENTRAL_NOISE_AFTER_DECODE:
         noisy = rp.central_noise(codec.encoder.decode(aggregate),
                                  randomness=randomness.source("central"),
                                  simulation=randomness.simulation)
         weighted_sum, total = codec.split(noisy)
+    elif config.mode is PrivacyMode.CENTRAL:  # noise inside Z_2^b: the wrap is post-processing
+        weighted_sum, total = codec.decode(rp.central_ring_noise(
+            aggregate, plan, randomness=randomness.source("central"),
+            simulation=randomness.simulation))
     else:
         weighted_sum, total = codec.decode(aggregate)
     by_index = {s.index: s.site_id for s in sites}
@@ -116,3 +127,20 @@ def _result(config: SecureSumConfig, weighted_sum: np.ndarray, total: float, *,
                            planned=planned, event=event, wrap_rate=wrap,
                            transcript_bytes=transcript_bytes, encoding=encoding,
                            secure=config.secure)
+
+
+def central_release_shift(codec: WeightedSumCodec, before: np.ndarray,
+                          after: np.ndarray) -> float:
+    """How far, in L2 and scaled integer units, the quantity to which central mode adds its
+    noise moves between two modular aggregates (the sensitivity a central event must bound).
+
+    Noise in the ring: the noised quantity is the residue vector, and the move is the
+    centre-lifted difference (after - before) mod 2^b, at most one client's rounded vector
+    however the sum wraps. With the planted defect, the decoded floats (the rotation is
+    orthonormal, so their L2 move is that of the centre-lifted sums, over gamma)."""
+    cfg = codec.encoder.config
+    if _PLANT_CENTRAL_NOISE_AFTER_DECODE:
+        d = codec.encoder.decode(after) - codec.encoder.decode(before)
+        return float(np.linalg.norm(d)) / cfg.gamma
+    diff = np.asarray(after, dtype=np.uint64) - np.asarray(before, dtype=np.uint64)
+    return float(np.linalg.norm(centre_lift(diff, cfg.bits).astype(np.float64)))

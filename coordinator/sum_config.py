@@ -2,9 +2,9 @@
 :class:`SecureSumConfig`.
 
 The modes are DESIGN section 3's: NONE (clipping, rounding and the secure sum, no privacy
-claim), CENTRAL (the coordinator adds Gaussian noise to the decoded sum), DISTRIBUTED (each
-site adds its share of discrete noise inside the encoding; the sum carries the whole noise) and
-LOCAL (each site adds the full noise itself). Each maps onto ``privacy.Mechanism``.
+claim), CENTRAL (the coordinator adds discrete Gaussian noise to the modular sum, before
+decoding), DISTRIBUTED (each site adds its share of discrete noise inside the encoding; the sum
+carries the whole noise) and LOCAL (each site adds the full noise itself). Each maps onto ``privacy.Mechanism``.
 
 Sites send FedAvg's secret weights through ``privacy.WeightedSumCodec``: site k encodes
 (n_k / max_weight) * [clip_c(Delta_k), c], a vector of L2 norm <= sqrt(2) c. That vector is

@@ -49,3 +49,11 @@ def integer(value: object, name: str, *, minimum: int | None = None, maximum: in
     if maximum is not None and out > maximum:
         raise ConfigurationError(f"{name} must be <= {maximum}, got {out}")
     return out
+
+
+def bounded(value: object, name: str, *, low: float, high: float) -> float:
+    """A finite real in [low, high] (a range in which the caller's arithmetic is exact)."""
+    out = real(value, name)
+    if not low <= out <= high:
+        raise ConfigurationError(f"{name} must be in [{low:g}, {high:g}], got {value!r}")
+    return out

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,7 +40,9 @@ class Accountant(enum.Enum):
 
 def _orders_for(events: Sequence[PrivacyEvent]) -> tuple[float, ...]:
     # Gaussian-only compositions use exactly Opacus's orders so that answers coincide with
-    # Opacus's RDPAccountant; anything with a discrete mechanism also gets the large orders.
+    # Opacus's RDPAccountant; a mix of subsampled Gaussians and discrete mechanisms also gets
+    # the large orders (Opacus's subsampled curve costs O(order) per integer order, so dense
+    # large orders are out of reach there). Closed-form compositions go to ``dense_epsilon``.
     if all(isinstance(e, GaussianEvent) for e in events):
         return _rdp.OPACUS_ORDERS
     return _rdp.ORDERS
@@ -56,8 +59,15 @@ def compute_epsilon(events: Iterable[PrivacyEvent], *, delta: float,
     if not events:
         return 0.0
     if accountant is Accountant.RDP:
-        orders = _orders_for(events)
-        eps, _ = _rdp.rdp_to_epsilon(orders, _rdp.composed_rdp(events, orders), delta)
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not all(isinstance(e, GaussianEvent) for e in events) \
+                    and all(_rdp.is_closed_form(e) for e in events):
+                eps, _ = _rdp.dense_epsilon(events, delta)
+            else:
+                orders = _orders_for(events)
+                eps, _ = _rdp.rdp_to_epsilon(orders, _rdp.composed_rdp(events, orders), delta)
+        if math.isnan(eps):
+            raise UnsupportedEvent(f"epsilon of {events!r} is not a number")
         return eps
     for event in events:
         if not isinstance(event, GaussianEvent):

@@ -7,9 +7,10 @@ distributed mechanism the noise in the sum is that of the clients actually summe
 is built from ``survivors``, never from the planned number.
 
 * NONE: clipping, rounding and the secure sum, no noise, no privacy claim (no event).
-* CENTRAL_GAUSSIAN: clients send noiseless encodings; the coordinator adds N(0, (z c)^2) to the
-  decoded sum. Charged as a Gaussian mechanism whose sensitivity is the clip inflated by
-  rounding (``EncodingConfig.l2_sensitivity * gamma``). Trusts the coordinator with the sum.
+* CENTRAL_GAUSSIAN: clients send noiseless encodings; the coordinator adds discrete Gaussian
+  noise N_Z(0, (z c / gamma)^2) to the modular sum inside Z_2^b, before decoding, so a wrap is
+  post-processing. Charged as one discrete Gaussian whose sensitivity is one client's rounded
+  vector (``EncodingConfig.l2_sensitivity``). Trusts the coordinator with the sum.
 * DISTRIBUTED: each client adds its share (variance z^2 c^2 / n_expected, in integers) of
   Skellam or discrete Gaussian noise; the sum carries the whole noise.
 * LOCAL: each client adds the full noise z^2 c^2 itself; a site's charge counts only its own.
@@ -19,6 +20,7 @@ is built from ``survivors``, never from the planned number.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import math
 from dataclasses import dataclass
@@ -28,8 +30,8 @@ import numpy as np
 from . import _validate as v
 from .encoding import EncodingConfig, Rounding, plan_encoding
 from .errors import ConfigurationError
-from .events import DiscreteGaussianEvent, GaussianEvent, PrivacyEvent, SkellamEvent
-from .noise import NoiseKind
+from .events import DiscreteGaussianEvent, PrivacyEvent, SkellamEvent
+from .noise import NoiseKind, sample_discrete_gaussian
 from .randomness import RandomSource
 
 __all__ = ["Mechanism", "RoundPrivacy"]
@@ -91,25 +93,63 @@ class RoundPrivacy:
         return 0.0
 
     def plan(self, *, dim: int, expected_clients: int) -> EncodingConfig:
-        """The round's encoding parameters."""
+        """The round's encoding parameters. Central mode leaves headroom in 2^b for its noise
+        (planned as if the clients carried it, then taken off the clients: they add none)."""
         client_noise = self.mechanism in (Mechanism.DISTRIBUTED, Mechanism.LOCAL)
-        return plan_encoding(dim=dim, clip_norm=self.clip_norm, expected_clients=expected_clients,
-                             local_stddev=self.local_stddev(expected_clients),
-                             noise=self.noise if client_noise else NoiseKind.NONE, bits=self.bits,
+        central = self.mechanism is Mechanism.CENTRAL_GAUSSIAN
+        n = v.integer(expected_clients, "expected_clients", minimum=1)
+        stddev = (self.noise_multiplier * self.clip_norm / math.sqrt(n) if central
+                  else self.local_stddev(n))
+        noise = (self.noise if client_noise else
+                 NoiseKind.DISCRETE_GAUSSIAN if central else NoiseKind.NONE)
+        plan = plan_encoding(dim=dim, clip_norm=self.clip_norm, expected_clients=n,
+                             local_stddev=stddev, noise=noise, bits=self.bits,
                              target_wrap_probability=self.target_wrap_probability,
                              rounding=self.rounding)
+        if central:
+            plan = dataclasses.replace(plan, noise=NoiseKind.NONE, local_variance=0.0)
+        return plan
+
+    def central_variance(self, config: EncodingConfig) -> float:
+        """The central discrete Gaussian's sigma^2 in the scaled integer domain: (z c / gamma)^2."""
+        return (self.noise_multiplier * self.clip_norm * config.scale) ** 2
+
+    def central_ring_noise(self, aggregate: np.ndarray, config: EncodingConfig, *,
+                           randomness: RandomSource | None = None,
+                           simulation: bool = False) -> np.ndarray:
+        """The coordinator's step in CENTRAL_GAUSSIAN mode on a secure sum: the modular
+        aggregate plus discrete Gaussian noise N_Z(0, (z c / gamma)^2), inside Z_2^b, before
+        any centre-lift or decoding. The release is then (sum + noise) mod 2^b, so the wrap is
+        post-processing of a DP release whose sensitivity is one client's rounded vector
+        (``config.l2_sensitivity``), however the sum wraps. Seeded randomness only with
+        ``simulation=True``."""
+        self._check_central(randomness, simulation)
+        a = np.asarray(aggregate)
+        if a.dtype.kind != "u" or a.ndim != 1 or a.size != config.padded_dim:
+            raise ConfigurationError("the aggregate must be the secure sum's residues mod 2^b")
+        source = randomness if randomness is not None else RandomSource.secure()
+        noise = sample_discrete_gaussian(sigma2=self.central_variance(config), size=a.size,
+                                         rng=source.generator)
+        out = a.astype(np.uint64) + noise.view(np.uint64)  # unsigned wrap-around: mod 2^64
+        if config.bits < 64:
+            out &= np.uint64((1 << config.bits) - 1)
+        return out.astype(config.dtype)
 
     def central_noise(self, decoded_sum: np.ndarray, *, randomness: RandomSource | None = None,
                       simulation: bool = False) -> np.ndarray:
-        """The coordinator's step in CENTRAL_GAUSSIAN mode: the decoded sum plus N(0, (z c)^2).
+        """Continuous N(0, (z c)^2) on a float sum: only for the clear comparison path
+        (``secure=False``), where nothing wraps. A secure sum uses :meth:`central_ring_noise`.
         Seeded randomness only with ``simulation=True``."""
+        self._check_central(randomness, simulation)
+        x = np.asarray(decoded_sum, dtype=np.float64)
+        source = randomness if randomness is not None else RandomSource.secure()
+        return x + source.generator.normal(0.0, self.noise_multiplier * self.clip_norm, x.shape)
+
+    def _check_central(self, randomness: RandomSource | None, simulation: bool) -> None:
         if self.mechanism is not Mechanism.CENTRAL_GAUSSIAN:
             raise ConfigurationError("only the central mechanism adds noise at the coordinator")
         if randomness is not None and not (randomness.is_secure or simulation):
             raise ConfigurationError("seeded randomness is for simulations (simulation=True)")
-        x = np.asarray(decoded_sum, dtype=np.float64)
-        source = randomness if randomness is not None else RandomSource.secure()
-        return x + source.generator.normal(0.0, self.noise_multiplier * self.clip_norm, x.shape)
 
     def event(self, config: EncodingConfig, *, survivors: int) -> PrivacyEvent | None:
         """What each site charges for a round encoded with ``config`` whose secure sum
@@ -120,8 +160,12 @@ class RoundPrivacy:
         if self.mechanism is Mechanism.NONE:
             return None
         if self.mechanism is Mechanism.CENTRAL_GAUSSIAN:
-            sensitivity = config.l2_sensitivity * config.gamma  # clip inflated by rounding
-            return GaussianEvent(noise_multiplier=self.noise_multiplier * self.clip_norm / sensitivity)
+            # One discrete Gaussian added in the ring (Canonne, Kamath, Steinke 2020: as private
+            # as the continuous one of the same sigma), against one client's rounded vector.
+            return DiscreteGaussianEvent(local_variance=self.central_variance(config),
+                                         num_clients=1, l2_sensitivity=config.l2_sensitivity,
+                                         l1_sensitivity=config.l1_sensitivity,
+                                         dim=config.padded_dim)
         if config.noise is NoiseKind.NONE:
             raise ConfigurationError("this config carries no noise")
         summed = n if self.mechanism is Mechanism.DISTRIBUTED else 1

@@ -14,6 +14,7 @@ from coordinator import PrivacyMode, SecureSumConfig, SecureSumResult, secure_su
 from privacy.noise import MAX_NOISE_VARIANCE
 from privacy import (
     DiscreteGaussianEvent,
+    DiscreteGaussianEvent,
     GaussianEvent,
     NoiseKind,
     RandomSource,
@@ -211,9 +212,9 @@ def test_central_mode_adds_noise_of_the_planned_scale() -> None:
     assert abs(np.mean(residual)) < 4 * planned_std / math.sqrt(dim)
     assert abs(result.total_weight - want_total) < 4 * planned_std * w_max / c
     event = result.event
-    assert isinstance(event, GaussianEvent)
-    # Charged against the clip inflated by rounding: a hair below z, never above.
-    assert 0.999 * z < event.noise_multiplier <= z
+    assert isinstance(event, DiscreteGaussianEvent) and event.num_clients == 1
+    # Charged against the clip inflated by rounding: sigma / sensitivity a hair below z.
+    assert 0.999 * z < math.sqrt(event.local_variance) / event.l2_sensitivity <= z
     clear = secure_sum(updates, dataclasses.replace(cfg, secure=False), seed=13)
     assert clear.event == GaussianEvent(noise_multiplier=z)
     assert np.std((clear.weighted_sum - want_sum) / w_max) == pytest.approx(planned_std, rel=0.04)

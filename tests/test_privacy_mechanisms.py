@@ -76,12 +76,14 @@ def test_central_gaussian_noise_and_charge() -> None:
     p = RoundPrivacy(mechanism=Mechanism.CENTRAL_GAUSSIAN, clip_norm=c, noise_multiplier=z, bits=32)
     cfg, enc, agg = _round(p, 4, 1 << 14, 4, 3)
     assert cfg.noise is NoiseKind.NONE and not agg.any()
-    noisy = p.central_noise(enc.decode(agg), randomness=RandomSource.for_simulation(3),
-                             simulation=True)
+    noisy = enc.decode(p.central_ring_noise(agg, cfg, randomness=RandomSource.for_simulation(3),
+                                            simulation=True))
     assert noisy.std() == pytest.approx(z * c, rel=0.05)
     event = p.event(cfg, survivors=4)
-    # Charged against the rounding-inflated sensitivity: slightly less than z.
-    assert isinstance(event, GaussianEvent) and 0.9 * z < event.noise_multiplier < z
+    # One discrete Gaussian in the ring, charged against the rounding-inflated sensitivity:
+    # sigma / sensitivity slightly less than z.
+    assert isinstance(event, DiscreteGaussianEvent) and event.num_clients == 1
+    assert 0.9 * z < math.sqrt(event.local_variance) / event.l2_sensitivity < z
 
 
 @pytest.mark.parametrize("kwargs", [

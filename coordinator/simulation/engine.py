@@ -39,6 +39,7 @@ from privacy import BudgetExceeded, GaussianEvent, PrivacyEvent
 from secagg import choose_parameters
 from secagg.errors import PolicyViolation, ProtocolAbort
 
+from .._randomness import release_id
 from ..accounting import RoundAccountant
 from ..secure_sum import secure_sum
 from ..strategies import Strategy, make_strategy
@@ -136,14 +137,38 @@ class Simulation:
             site.check_round(request)  # BudgetExceeded / PolicyViolation stop the run
         return sites, request
 
-    def _charge(self, sites: list[Site], included, event: PrivacyEvent | None,
-                round_number: int) -> None:
-        if event is None:
+    def _reserve(self, request: RoundRequest, sites: list[Site]) -> None:
+        """Just before the sites' inputs leave for the secure sum, each site with a ledger
+        durably reserves the round's worst case under the round's release id (DESIGN 2a).
+        (Not in ``_admit``: a site re-checks its budget when it computes, and must not find
+        its own round's reservation there.) If one site cannot, the round stops before anyone
+        sends anything, and the reservations already made are settled to nothing."""
+        if request.privacy_charge is None:
             return
-        for site in sites:
-            if site.site_id in included and site.ledger is not None:
-                site.ledger.charge(event, round_id=f"round-{round_number}")
-        self.accountant.record(event, round_number=round_number)
+        rid, reserved = release_id(self.config.seed, request.round_number), []
+        try:
+            for site in sites:
+                if site.ledger is not None:
+                    site.ledger.reserve(rid, request.privacy_charge,
+                                        label=f"round-{request.round_number}")
+                    reserved.append(site)
+        except BudgetExceeded:
+            for site in reserved:
+                site.ledger.settle(rid, None)
+            raise
+
+    def _charge(self, request: RoundRequest, sites: list[Site], included,
+                event: PrivacyEvent | None) -> None:
+        """Settle every reservation of the round: the true event for the sites summed, nothing
+        for the others (their inputs are in no released sum), nothing at all after an abort
+        (``included`` empty)."""
+        if request.privacy_charge is not None:
+            rid = release_id(self.config.seed, request.round_number)
+            for site in sites:
+                if site.ledger is not None:
+                    site.ledger.settle(rid, event if site.site_id in included else None)
+        if event is not None:
+            self.accountant.record(event, round_number=request.round_number)
 
     def _epsilon(self) -> float | None:
         if self.config.dp is PrivacyMode.NONE or not self.accountant.rounds:
@@ -171,11 +196,16 @@ class Simulation:
             # With DP every site weighs the same: the denominator is the (public) number of
             # sites summed, never a noisy total.
             updates[site.site_id] = (update.delta, 1.0 if dp else float(update.n_samples))
-        result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites),
-                            seed=cfg.seed * 1_000 + r)
+        self._reserve(request, sites)
+        try:
+            result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites),
+                                seed=cfg.seed * 1_000 + r)
+        except ProtocolAbort:
+            self._charge(request, sites, frozenset(), None)  # an abort reveals nothing
+            raise
         total = float(len(result.included)) if dp else result.total_weight
         new_flat = self._strategy.apply(global_flat, result.weighted_sum, total)
-        self._charge(sites, result.included, result.event, r)
+        self._charge(request, sites, result.included, result.event)
         return new_flat, {"participants": len(result.included), "planned": len(sites),
                           "wrap_rate": result.wrap_rate,
                           "secure_bytes": result.transcript_bytes}
@@ -200,14 +230,19 @@ class Simulation:
         preds = {s.site_id: (s.predict_public(X_pub, request=pred_request,
                                               temperature=cfg.temperature).reshape(-1), 1.0)
                  for s in pred_sites}
-        result = secure_sum(preds, sum_config, dropouts=self._dropouts(pred_sites),
-                            seed=cfg.seed * 1_000 + r)
+        self._reserve(pred_request, pred_sites)
+        try:
+            result = secure_sum(preds, sum_config, dropouts=self._dropouts(pred_sites),
+                                seed=cfg.seed * 1_000 + r)
+        except ProtocolAbort:
+            self._charge(pred_request, pred_sites, frozenset(), None)  # an abort reveals nothing
+            raise
         consensus = np.asarray(result.weighted_sum) / len(result.included)
         consensus = consensus.reshape(X_pub.shape[0], -1) if n_out > 1 else consensus
         if n_out > 1:  # post-processing of the (noisy) average: back onto the simplex
             consensus = np.clip(consensus, 1e-6, None)
             consensus = consensus / consensus.sum(axis=1, keepdims=True)
-        self._charge(pred_sites, result.included, result.event, r)
+        self._charge(pred_request, pred_sites, result.included, result.event)
         for site in fit_sites:
             site.distill(X_pub, consensus, request=fit_request, epochs=cfg.distill_epochs,
                          lr=cfg.distill_lr, temperature=cfg.temperature, alpha_ce=0.5)
