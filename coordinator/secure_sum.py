@@ -48,8 +48,11 @@ _PLANT_CENTRAL_NOISE_AFTER_DECODE = False
 
 def secure_sum(updates: Mapping[SiteId, tuple[Any, float]], config: SecureSumConfig, *,
                dropouts: Mapping[Stage | str, Iterable[SiteId]] | None = None,
-               seed: int | None = None) -> SecureSumResult:
+               seed: int | None = None, round_id: bytes | None = None) -> SecureSumResult:
     """Sum ``{site_id: (delta, weight)}`` as ``config`` says and report what it cost.
+
+    ``round_id`` (16 to 32 bytes) is the secure round's id, the one the sites' ledgers key the
+    release on; without it the protocol draws one (from ``seed`` in simulations).
 
     ``dropouts`` maps a secagg stage (a :class:`secagg.Stage` or its name) to the sites that
     stop before sending that stage's message. Raises ``InvalidInput`` for bad updates or
@@ -66,11 +69,12 @@ def secure_sum(updates: Mapping[SiteId, tuple[Any, float]], config: SecureSumCon
         weighted_sum, total, included, event = clear_sum(sites, config, drop, randomness)
         return _result(config, weighted_sum, total, included=included, planned=len(sites),
                        event=event, wrap=None, transcript_bytes=None, encoding=None)
-    return _secure(sites, config, drop, randomness, seed)
+    return _secure(sites, config, drop, randomness, seed, round_id)
 
 
 def _secure(sites: list[Site], config: SecureSumConfig, drop: dict[Stage, frozenset[SiteId]],
-            randomness: RoundRandomness, seed: int | None) -> SecureSumResult:
+            randomness: RoundRandomness, seed: int | None,
+            round_id: bytes | None) -> SecureSumResult:
     rp = config.round_privacy()
     plan = rp.plan(dim=sites[0].update.size + 1, expected_clients=len(sites))
     codec = WeightedSumCodec(plan, rotation_seed=randomness.rotation_seed(),
@@ -84,7 +88,7 @@ def _secure(sites: list[Site], config: SecureSumConfig, drop: dict[Stage, frozen
     round_result = simulate_round({i: codec.encoder.wrap(z) for i, z in signed.items()},
                                   modulus_bits=plan.bits, neighbors=config.neighbors,
                                   threshold=config.threshold, dropouts=secagg_drops,
-                                  malicious=config.malicious, seed=seed)
+                                  malicious=config.malicious, seed=seed, round_id=round_id)
     summed = sorted(round_result.included)
     aggregate = np.asarray(round_result.aggregate)
     if config.mode is PrivacyMode.CENTRAL and _PLANT_CENTRAL_NOISE_AFTER_DECODE:

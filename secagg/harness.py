@@ -87,7 +87,8 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
                    input_bits: int | None = None,
                    dropout_rate: float = DEFAULT_DROPOUT_RATE,
                    corrupt_rate: float = DEFAULT_CORRUPT_RATE,
-                   corrupt: Iterable[int] | None = None) -> RoundResult:
+                   corrupt: Iterable[int] | None = None,
+                   round_id: bytes | None = None) -> RoundResult:
     """Run one SecAgg+ round in process and return the sum of the surviving clients' inputs.
 
     ``inputs`` maps client ids to 1-D integer arrays with entries in [0, 2**modulus_bits); the
@@ -106,7 +107,8 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
     the model's minimum of survivors.
 
     ``seed`` fixes only the harness's own choices (the round id); key material always comes from
-    the operating system's CSPRNG. Raises :class:`ProtocolAbort` if the round cannot finish; the
+    the operating system's CSPRNG. ``round_id`` (16 to 32 bytes) names the round explicitly: a
+    coordinator passes the id its sites' ledgers charge the release under. Raises :class:`ProtocolAbort` if the round cannot finish; the
     exception's ``transcript`` attribute holds the server's view up to that point.
     """
     arrays, dim = _check_inputs(inputs, modulus_bits, input_bits)
@@ -115,7 +117,10 @@ def simulate_round(inputs: Mapping[int, np.ndarray], modulus_bits: int = 32,
     params = choose_parameters(len(clients), neighbors=neighbors, threshold=threshold,
                                dropout_rate=dropout_rate, corrupt_rate=corrupt_rate,
                                malicious=malicious)
-    if seed is None:
+    if round_id is not None:
+        if not isinstance(round_id, bytes) or not 16 <= len(round_id) <= 32:
+            raise ConfigurationError("round_id must be 16 to 32 bytes")
+    elif seed is None:
         round_id = os.urandom(32)
     else:
         round_id = hashlib.sha256(b"cohort/secagg/harness-round\x00"

@@ -164,6 +164,9 @@ def test_distributed_noise_in_the_sum_is_that_of_the_survivors() -> None:
 
 
 def test_late_dropouts_are_still_summed_and_clear_path_agrees() -> None:
+    """A site that drops at share_keys is out; one that drops at unmask already sent its masked
+    input and is in. Both paths agree on who, on the total weight and on the weighted sum (the
+    secure one within its rounding bound of the clear one)."""
     updates = make_updates(6, 8, seed=7)
     cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=500, neighbors=5,
                           modulus_bits=32)
@@ -172,14 +175,31 @@ def test_late_dropouts_are_still_summed_and_clear_path_agrees() -> None:
     clear = secure_sum(updates, dataclasses.replace(cfg, secure=False), dropouts=drops, seed=8)
     assert secure.included == clear.included == frozenset({1, 2, 3, 4, 5})
     assert secure.total_weight == clear.total_weight
+    want_sum, want_total = clear_weighted_sum(updates, secure.included, 1.0)
+    assert clear.total_weight == want_total
+    assert np.allclose(clear.weighted_sum, want_sum, atol=1e-9)
+    tol = secure.encoding.rounding_error_bound(len(secure.included)) * 500
+    assert np.linalg.norm(secure.weighted_sum - clear.weighted_sum) <= tol
+    # The check can fail: the sum without the late dropout's update is far outside the bound.
+    without, _ = clear_weighted_sum(updates, secure.included - {2}, 1.0)
+    assert np.linalg.norm(secure.weighted_sum - without) > tol
 
 
 def test_malicious_mode_and_consistency_check_dropouts() -> None:
+    """A site that drops at the consistency check had its masked input summed already: it is
+    included, and the sum is that of all five (within the rounding bound)."""
     updates = make_updates(5, 8, seed=9)
     cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=500, neighbors=4,
                           malicious=True)
     result = secure_sum(updates, cfg, dropouts={"consistency_check": [3]}, seed=1)
     assert result.included == frozenset(range(5))  # its masked input was already in
+    want_sum, want_total = clear_weighted_sum(updates, range(5), 1.0)
+    # The weight travels as the last coordinate of the encoded vector: the same bound holds.
+    tol = result.encoding.rounding_error_bound(5) * 500
+    assert abs(result.total_weight - want_total) <= tol
+    assert np.linalg.norm(result.weighted_sum - want_sum) <= tol
+    without, _ = clear_weighted_sum(updates, [0, 1, 2, 4], 1.0)
+    assert np.linalg.norm(result.weighted_sum - without) > tol
     with pytest.raises(ConfigurationError):
         secure_sum(updates, dataclasses.replace(cfg, malicious=False),
                    dropouts={"consistency_check": [3]})
@@ -306,8 +326,28 @@ def test_bad_dropouts_and_seeds(dropouts, seed) -> None:
     cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=10.0)
     with pytest.raises(ConfigurationError):
         secure_sum(GOOD, cfg, dropouts=dropouts, seed=seed)
+    # The same case through the clear path is refused the same way.
+    with pytest.raises(ConfigurationError):
+        secure_sum(GOOD, dataclasses.replace(cfg, secure=False), dropouts=dropouts, seed=seed)
+
+
+def test_a_config_that_is_not_a_secure_sum_config_is_refused() -> None:
     with pytest.raises(ConfigurationError):
         secure_sum(GOOD, {"mode": "none"})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("round_id", [b"short", b"x" * 33, "a string id of 20 chars"])
+def test_bad_round_ids_are_refused(round_id) -> None:
+    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=10.0)
+    with pytest.raises(ConfigurationError):
+        secure_sum(GOOD, cfg, round_id=round_id)  # type: ignore[arg-type]
+
+
+def test_the_round_id_is_the_secure_rounds_id() -> None:
+    from secagg import simulate_round
+    rid = bytes(range(32))
+    result = simulate_round({0: np.arange(3), 1: np.arange(3)}, modulus_bits=8, round_id=rid)
+    assert result.config.round_id == rid
 
 
 def test_mixed_site_ids_and_float_weights() -> None:
