@@ -19,7 +19,7 @@ from secagg.errors import CohortError
 
 from .accountants import Accountant, compute_epsilon
 from .events import GaussianEvent, SkellamEvent, event_to_dict
-from .ledger import SiteLedger
+from .ledger import LedgerTrack, SiteLedger
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="print a site's ledger")
     a.add_argument("--ledger", required=True)
     a.add_argument("--site", required=True)
+    a.add_argument("--track", choices=[t.value for t in LedgerTrack], default="site",
+                   help="site-level or example-level (DP-SGD) releases")
     a.add_argument("--json", action="store_true")
     return p
 
@@ -94,11 +96,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"decode: {out['decode_seconds'] * 1e3:.1f} ms (plain numpy "
                       f"{out['plain_decode_seconds'] * 1e3:.1f} ms, ratio {out['decode_ratio']:.2f})")
         else:
-            ledger = SiteLedger(args.ledger, site_id=args.site)
-            out = {"site_id": ledger.site_id, "epsilon_budget": ledger.budget.epsilon,
+            ledger = SiteLedger(args.ledger, site_id=args.site, track=LedgerTrack(args.track))
+            out = {"site_id": ledger.site_id, "track": ledger.track.value,
+                   "epsilon_budget": ledger.budget.epsilon,
                    "delta": ledger.budget.delta, "epsilon_spent": ledger.spent(),
-                   "entries": [{"round_id": e.round_id, "epsilon_after": e.epsilon_after,
-                                "event": event_to_dict(e.event)} for e in ledger.entries()]}
+                   "overrun": ledger.overrun,
+                   "entries": [{"round_id": e.round_id, "release_id": e.release_id.hex(),
+                                "status": e.status.value, "epsilon_after": e.epsilon_after,
+                                "overrun": e.overrun, "worst": event_to_dict(e.worst),
+                                "event": None if e.charged is None else event_to_dict(e.charged)}
+                               for e in ledger.entries()]}
             if args.json:
                 print(json.dumps(out))
             else:
@@ -106,7 +113,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       f"{out['epsilon_budget']:.4f} (delta {out['delta']:g}), "
                       f"{len(out['entries'])} events")
                 for e in out["entries"]:
-                    print(f"  {e['round_id']}: {e['event']['kind']} -> {e['epsilon_after']:.4f}")
+                    kind = "nothing released" if e["event"] is None else e["event"]["kind"]
+                    print(f"  {e['round_id']} [{e['status']}]: {kind} -> {e['epsilon_after']:.4f}"
+                          + (" OVER BUDGET" if e["overrun"] else ""))
     except CohortError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
