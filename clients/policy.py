@@ -152,7 +152,9 @@ class SitePolicy:
 class RoundRequest:
     """A coordinator's request to a site for one round. ``privacy_charge`` is the event the
     round would cost the site (``None``: no differential privacy in this round); ``dp_sgd``
-    asks a training request (task FIT) to train with example-level DP-SGD."""
+    asks a training request (task FIT) to train with example-level DP-SGD. ``release_id`` is the
+    unique 32-byte id of what the round releases (the secure round's id): a site's ledger
+    reserves and settles the charge under it, and refuses a second release under the same id."""
 
     round_number: int
     strategy: StrategyName
@@ -161,8 +163,12 @@ class RoundRequest:
     task: RoundTask = RoundTask.FIT
     privacy_charge: PrivacyEvent | None = None
     dp_sgd: DPSGDConfig | None = None
+    release_id: bytes | None = None
 
     def __post_init__(self) -> None:
+        if self.release_id is not None and (not isinstance(self.release_id, bytes)
+                                            or len(self.release_id) != 32):
+            raise ConfigurationError("release_id must be 32 bytes or None")
         object.__setattr__(self, "round_number",
                            v.integer(self.round_number, "round_number", minimum=0))
         object.__setattr__(self, "n_participants",

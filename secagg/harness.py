@@ -23,7 +23,6 @@ from .config import MAX_CLIENT_ID, RoundConfig
 from .errors import ConfigurationError, InvalidInput, InvalidMessage, ProtocolAbort
 from .params import DEFAULT_CORRUPT_RATE, DEFAULT_DROPOUT_RATE, choose_parameters, \
     required_modulus_bits
-from .server import SecAggServer
 from .stages import Stage, dropout_plan
 from .transcript import Direction, Transcript
 

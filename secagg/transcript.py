@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .config import RoundConfig
 from .errors import InvalidMessage, StageError
-from .messages import Kind, UnmaskShares, ShareKind, decode, peek
+from .messages import Kind, ShareKind, decode, peek
 from .stages import Stage
 
 __all__ = ["Direction", "TranscriptEntry", "Transcript", "exposed_clients"]

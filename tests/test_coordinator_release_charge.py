@@ -29,14 +29,15 @@ def _spy(monkeypatch, sim: Simulation, *, outcome=None) -> list[list]:
     seen: list[list] = []
     real = engine.secure_sum
 
-    def spy(updates, config, *, dropouts=None, seed=None):
+    def spy(updates, config, *, dropouts=None, seed=None, round_id=None):
         r = len(seen) + 1
         rid = release_id(sim.config.seed, r)
+        assert round_id == rid  # the secure round is named by the release id it charges
         seen.append([[e for e in s.ledger.entries() if e.release_id == rid]
                      for s in sim.consortium.sites])
         if outcome is not None:
             raise outcome
-        return real(updates, config, dropouts=dropouts, seed=seed)
+        return real(updates, config, dropouts=dropouts, seed=seed, round_id=round_id)
 
     monkeypatch.setattr(engine, "secure_sum", spy)
     return seen

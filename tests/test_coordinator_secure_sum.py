@@ -14,7 +14,6 @@ from coordinator import PrivacyMode, SecureSumConfig, SecureSumResult, secure_su
 from privacy.noise import MAX_NOISE_VARIANCE
 from privacy import (
     DiscreteGaussianEvent,
-    DiscreteGaussianEvent,
     GaussianEvent,
     NoiseKind,
     RandomSource,

@@ -17,7 +17,8 @@ import pytest
 from clients import DPSGDConfig, ModelKind, StrategyName, get_flat_params, site as site_module
 from coordinator.simulation import Simulation, SimulationConfig, run_simulation
 from coordinator.sum_config import PrivacyMode
-from privacy import GaussianEvent, LedgerTrack, ReleaseStatus, SiteLedger, compute_epsilon
+from privacy import (DiscreteGaussianEvent, LedgerTrack, ReleaseStatus,
+                     SiteLedger, compute_epsilon)
 from privacy.dpsgd import dpsgd_event
 from secagg.errors import ConfigurationError
 
@@ -42,9 +43,12 @@ def _assert_tracks_apart(sim: Simulation, result, rounds: int) -> None:
                               epochs=cfg.local_epochs, noise_multiplier=DP.noise_multiplier)
         assert planned.sample_rate < 1
         central = [e.charged for e in on_site]
+        # Central noise is a discrete Gaussian added to the aggregate inside the ring: one
+        # release of sensitivity c/gamma and noise z*c/gamma per round, never a DP-SGD event.
         assert len(central) == rounds and all(
-            isinstance(e, GaussianEvent) and (e.sample_rate, e.steps) == (1.0, 1)
-            and math.isclose(e.noise_multiplier, 2.0, rel_tol=1e-3) for e in central), \
+            isinstance(e, DiscreteGaussianEvent) and e.num_clients == 1 and e.steps == 1
+            and math.isclose(math.sqrt(e.local_variance) / e.l2_sensitivity, 2.0, rel_tol=1e-3)
+            for e in central), \
             f"{site.site_id}: the SITE track holds more than the site-level charges"
         assert [e.charged for e in on_example] == [planned] * rounds, \
             f"{site.site_id}: the EXAMPLE track does not hold exactly its DP-SGD events"

@@ -17,7 +17,6 @@ from secagg import (
     StageError,
 )
 from secagg.messages import HEADER_BYTES
-from secagg.server import ServerState
 
 from secagg_drive import advertise_and_reveal, send, to_masked_input
 

@@ -143,9 +143,12 @@ class Simulation:
                strategy: SiteStrategy, *, dp_sgd: DPSGDConfig | None = None,
                ) -> tuple[list[Site], RoundRequest]:
         sites = self.consortium.sites
+        # One id per release, made once: it names the secure round and keys every site's
+        # reservation and settlement of its charge.
         request = RoundRequest(round_number=round_number, strategy=strategy,
                                n_participants=len(sites), secure_aggregation=self.config.secagg,
-                               task=task, privacy_charge=charge, dp_sgd=dp_sgd)
+                               task=task, privacy_charge=charge, dp_sgd=dp_sgd,
+                               release_id=release_id(self.config.seed, round_number))
         for site in sites:
             site.check_round(request)  # BudgetExceeded / PolicyViolation stop the run
         return sites, request
@@ -158,7 +161,7 @@ class Simulation:
         sends anything, and the reservations already made are settled to nothing."""
         if request.privacy_charge is None:
             return
-        rid, reserved = release_id(self.config.seed, request.round_number), []
+        rid, reserved = request.release_id, []
         try:
             for site in sites:
                 if site.ledger is not None:
@@ -176,7 +179,7 @@ class Simulation:
         for the others (their inputs are in no released sum), nothing at all after an abort
         (``included`` empty)."""
         if request.privacy_charge is not None:
-            rid = release_id(self.config.seed, request.round_number)
+            rid = request.release_id
             for site in sites:
                 if site.ledger is not None:
                     site.ledger.settle(rid, event if site.site_id in included else None)
@@ -223,7 +226,7 @@ class Simulation:
         self._reserve(request, sites)
         try:
             result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites),
-                                seed=cfg.seed * 1_000 + r)
+                                seed=cfg.seed * 1_000 + r, round_id=request.release_id)
         except ProtocolAbort:
             self._charge(request, sites, frozenset(), None)  # an abort reveals nothing
             raise
@@ -257,7 +260,7 @@ class Simulation:
         self._reserve(pred_request, pred_sites)
         try:
             result = secure_sum(preds, sum_config, dropouts=self._dropouts(pred_sites),
-                                seed=cfg.seed * 1_000 + r)
+                                seed=cfg.seed * 1_000 + r, round_id=pred_request.release_id)
         except ProtocolAbort:
             self._charge(pred_request, pred_sites, frozenset(), None)  # an abort reveals nothing
             raise
