@@ -15,6 +15,8 @@ from .params import Part, get_flat_params, param_count, set_flat_params
 from .partition import PartitionScheme, SiteData, label_skew, make_site_data, partition, split_local
 from .personal import PersonalMode, PersonalStats, frozen, train_part, train_personal
 from .policy import (
+    DPSGDConfig,
+    DPSGDRule,
     PolicyRule,
     RoundRequest,
     RoundTask,
@@ -31,6 +33,8 @@ from .transfer import BackboneInfo, load_backbone, pretrain_backbone
 __all__ = [
     "BackboneInfo",
     "BodyHeadModel",
+    "DPSGDConfig",
+    "DPSGDRule",
     "DataSplits",
     "Dataset",
     "DatasetName",

@@ -16,7 +16,7 @@ from torch import nn
 
 from secagg.errors import ConfigurationError, InvalidInput
 
-__all__ = ["Part", "get_flat_params", "param_count", "set_flat_params", "trainable_params"]
+__all__ = ["Part", "check_flat_params", "get_flat_params", "param_count", "set_flat_params", "trainable_params"]
 
 
 class Part(enum.Enum):
@@ -55,8 +55,9 @@ def get_flat_params(model: nn.Module, *, part: Part | None = None) -> np.ndarray
         return torch.cat([p.detach().reshape(-1).to(torch.float64) for p in params]).numpy().copy()
 
 
-def set_flat_params(model: nn.Module, flat: np.ndarray, *, part: Part | None = None) -> None:
-    """Load ``flat`` (as made by :func:`get_flat_params` with the same ``part``) into ``model``."""
+def check_flat_params(model: nn.Module, flat: np.ndarray, *, part: Part | None = None) -> np.ndarray:
+    """``flat`` as an array, after checking it fits ``model`` (or ``part``): 1-D, numeric, the
+    right length, finite. Raises ``InvalidInput``; touches nothing."""
     params = trainable_params(model, part=part)
     arr = np.asarray(flat)
     if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.number):
@@ -67,6 +68,13 @@ def set_flat_params(model: nn.Module, flat: np.ndarray, *, part: Part | None = N
                            f"({'whole' if part is None else part.value}) has {expected}")
     if not np.isfinite(arr).all():
         raise InvalidInput("flat parameters contain NaN or infinite values")
+    return arr
+
+
+def set_flat_params(model: nn.Module, flat: np.ndarray, *, part: Part | None = None) -> None:
+    """Load ``flat`` (as made by :func:`get_flat_params` with the same ``part``) into ``model``."""
+    arr = check_flat_params(model, flat, part=part)
+    params = trainable_params(model, part=part)
     offset = 0
     with torch.no_grad():
         for p in params:

@@ -3,7 +3,11 @@
 A :class:`SitePolicy` says what a hospital agrees to take part in: which strategies and tasks,
 how many participants a round must have at least (so its contribution hides in a crowd), that
 its outputs only ever leave through secure aggregation (default on), and optionally a privacy
-budget (ε, δ). :func:`check_policy` judges a :class:`RoundRequest` against it *before the site
+budget (ε, δ) for what it releases. For its local training it says whether it allows, requires or
+refuses example-level DP-SGD (:class:`DPSGDRule`) and may cap the example-level (ε, δ) it ever
+spends (``example_budget``, enforced against the site's ``EXAMPLE`` ledger track — one patient
+record is a different neighbouring relation from one whole site, so the two budgets are never
+composed). :func:`check_policy` judges a :class:`RoundRequest` against it *before the site
 computes anything* and raises :class:`PolicyViolation` naming the broken :class:`PolicyRule`.
 The privacy budget itself is enforced against the site's ledger by :class:`clients.site.Site`.
 """
@@ -20,6 +24,8 @@ from secagg.errors import ConfigurationError, PolicyViolation
 from . import _validate as v
 
 __all__ = [
+    "DPSGDConfig",
+    "DPSGDRule",
     "PolicyRule",
     "RoundRequest",
     "RoundTask",
@@ -54,6 +60,30 @@ class RoundTask(enum.Enum):
     PREDICT_PUBLIC = "predict_public"
 
 
+class DPSGDRule(enum.Enum):
+    """Whether a site trains with example-level DP-SGD when a round asks for it."""
+
+    ALLOW = "allow"      # train as the round asks, with or without DP-SGD
+    REQUIRE = "require"  # refuse every training request without DP-SGD
+    REFUSE = "refuse"    # refuse every training request with DP-SGD
+
+
+@dataclass(frozen=True, kw_only=True)
+class DPSGDConfig:
+    """Example-level DP-SGD for a round's local training: per-example gradients clipped to
+    L2 norm ``max_grad_norm``, Gaussian noise of standard deviation ``noise_multiplier ×
+    max_grad_norm`` added to their sum, Poisson-sampled batches (Opacus). The event it costs
+    depends on the site's own record count, so each site computes it (:mod:`privacy.dpsgd`)."""
+
+    noise_multiplier: float
+    max_grad_norm: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "noise_multiplier",
+                           v.positive(self.noise_multiplier, "noise_multiplier"))
+        object.__setattr__(self, "max_grad_norm", v.positive(self.max_grad_norm, "max_grad_norm"))
+
+
 class PolicyRule(enum.Enum):
     STRATEGY = "strategy not allowed"
     TASK = "task not allowed"
@@ -61,6 +91,8 @@ class PolicyRule(enum.Enum):
     SECURE_AGGREGATION = "secure aggregation required"
     PRIVACY_REQUIRED = "a privacy charge is required"
     STALE_ROUND = "round number older than the last round taken part in"
+    DP_SGD_REQUIRED = "example-level DP-SGD is required"
+    DP_SGD_REFUSED = "example-level DP-SGD is not accepted"
 
 
 class SitePolicyViolation(PolicyViolation):
@@ -79,13 +111,17 @@ _EVENTS = (GaussianEvent, SkellamEvent, DiscreteGaussianEvent)
 @dataclass(frozen=True, kw_only=True)
 class SitePolicy:
     """What a site agrees to. ``privacy_budget`` set means: every release must carry a privacy
-    charge, and the site's ledger (which must have this budget) must be able to pay it."""
+    charge, and the site's ledger (which must have this budget) must be able to pay it.
+    ``example_budget`` set means: every training request must use DP-SGD, and the site's
+    example-track ledger (which must have this budget) must be able to pay its event."""
 
     allowed_strategies: frozenset[StrategyName] = field(default=_ALL_STRATEGIES)
     allowed_tasks: frozenset[RoundTask] = field(default=_ALL_TASKS)
     min_participants: int = 3
     require_secure_aggregation: bool = True
     privacy_budget: Budget | None = None
+    dp_sgd: DPSGDRule = DPSGDRule.ALLOW
+    example_budget: Budget | None = None
 
     def __post_init__(self) -> None:
         strategies = frozenset(self.allowed_strategies)
@@ -98,6 +134,14 @@ class SitePolicy:
             raise ConfigurationError("require_secure_aggregation must be a bool")
         if self.privacy_budget is not None and not isinstance(self.privacy_budget, Budget):
             raise ConfigurationError("privacy_budget must be a privacy.Budget or None")
+        if not isinstance(self.dp_sgd, DPSGDRule):
+            raise ConfigurationError("dp_sgd must be a DPSGDRule")
+        if self.example_budget is not None:
+            if not isinstance(self.example_budget, Budget):
+                raise ConfigurationError("example_budget must be a privacy.Budget or None")
+            if self.dp_sgd is DPSGDRule.REFUSE:
+                raise ConfigurationError("an example-level budget needs DP-SGD; the policy "
+                                         "refuses it")
         object.__setattr__(self, "allowed_strategies", strategies)
         object.__setattr__(self, "allowed_tasks", tasks)
         object.__setattr__(self, "min_participants",
@@ -107,7 +151,8 @@ class SitePolicy:
 @dataclass(frozen=True, kw_only=True)
 class RoundRequest:
     """A coordinator's request to a site for one round. ``privacy_charge`` is the event the
-    round would cost the site (``None``: no differential privacy in this round)."""
+    round would cost the site (``None``: no differential privacy in this round); ``dp_sgd``
+    asks a training request (task FIT) to train with example-level DP-SGD."""
 
     round_number: int
     strategy: StrategyName
@@ -115,6 +160,7 @@ class RoundRequest:
     secure_aggregation: bool
     task: RoundTask = RoundTask.FIT
     privacy_charge: PrivacyEvent | None = None
+    dp_sgd: DPSGDConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "round_number",
@@ -129,6 +175,11 @@ class RoundRequest:
             raise ConfigurationError("secure_aggregation must be a bool")
         if self.privacy_charge is not None and not isinstance(self.privacy_charge, _EVENTS):
             raise ConfigurationError("privacy_charge must be a privacy event or None")
+        if self.dp_sgd is not None:
+            if not isinstance(self.dp_sgd, DPSGDConfig):
+                raise ConfigurationError("dp_sgd must be a DPSGDConfig or None")
+            if self.task is not RoundTask.FIT:
+                raise ConfigurationError("dp_sgd applies to training requests (task FIT) only")
 
 
 def check_policy(policy: SitePolicy, request: RoundRequest, *,
@@ -146,6 +197,14 @@ def check_policy(policy: SitePolicy, request: RoundRequest, *,
     if policy.privacy_budget is not None and request.privacy_charge is None:
         raise SitePolicyViolation(PolicyRule.PRIVACY_REQUIRED,
                                   "the site has a privacy budget; every release must be charged")
+    if request.task is RoundTask.FIT:
+        wants_dp_sgd = (policy.dp_sgd is DPSGDRule.REQUIRE or policy.example_budget is not None)
+        if request.dp_sgd is None and wants_dp_sgd:
+            raise SitePolicyViolation(PolicyRule.DP_SGD_REQUIRED,
+                                      "the site trains only with example-level DP-SGD")
+        if request.dp_sgd is not None and policy.dp_sgd is DPSGDRule.REFUSE:
+            raise SitePolicyViolation(PolicyRule.DP_SGD_REFUSED,
+                                      "the site does not train with DP-SGD")
     if last_round is not None and request.round_number < last_round:
         raise SitePolicyViolation(PolicyRule.STALE_ROUND,
                                   f"round {request.round_number} < {last_round}")

@@ -23,16 +23,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy import SiteLedger
+from privacy import GaussianEvent, SiteLedger
+from privacy.dpsgd import check_dp_model, dpsgd_event
 from secagg.errors import ConfigurationError, InvalidInput
 
 from . import _validate as v
 from .distill import DistillStats, distill, predict_soft
-from .params import Part, get_flat_params, set_flat_params
+from .params import Part, check_flat_params, get_flat_params, param_count, set_flat_params
 from .partition import SiteData
 from .personal import PersonalMode, train_personal
 from .policy import RoundRequest, RoundTask, SitePolicy, check_policy
-from .training import EvalResult, Optimizer, evaluate, train_local
+from .training import EvalResult, Optimizer, check_training_data, evaluate, train_local
 
 __all__ = ["Site", "Update"]
 
@@ -41,7 +42,9 @@ __all__ = ["Site", "Update"]
 class Update:
     """A site's contribution to one round: ``delta`` = new − old flat parameters (of ``part``;
     ``None`` = every trainable parameter), the number of training samples and the last epoch's
-    mean training loss."""
+    mean training loss. ``example_event`` is the example-level DP-SGD event the site
+    accounted for on its own example track (site-side bookkeeping for reports: it is not part
+    of what the secure sum carries)."""
 
     site_id: str
     round_number: int
@@ -49,6 +52,7 @@ class Update:
     n_samples: int
     train_loss: float
     part: Part | None = None
+    example_event: GaussianEvent | None = None
 
     def __post_init__(self) -> None:
         delta = np.array(self.delta, dtype=np.float64)
@@ -139,6 +143,42 @@ class Site:
         return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
     # -- work ----------------------------------------------------------------------------
+    def check_fit(self, global_flat_params: np.ndarray, *, request: RoundRequest, epochs: int,
+                  lr: float, batch_size: int = 32, prox_mu: float = 0.0, part: Part | None = None,
+                  optimizer: Optimizer = Optimizer.SGD, personal: PersonalMode | None = None,
+                  head_epochs: int = 1) -> GaussianEvent | None:
+        """Raise what :meth:`fit` with these arguments would raise before training — a bad
+        argument, ``PolicyViolation``, ``privacy.BudgetExceeded`` — and otherwise return the
+        example-level DP-SGD event the training will cost (``None`` without DP-SGD). Changes
+        nothing; :meth:`fit` calls it first, so a refused or malformed request leaves the
+        site's model and ledgers exactly as they were."""
+        self._admit(request, RoundTask.FIT)
+        epochs = v.integer(epochs, "epochs", minimum=1)
+        v.positive(lr, "lr")
+        batch_size = v.integer(batch_size, "batch_size", minimum=1)
+        v.nonnegative(prox_mu, "prox_mu")
+        head_epochs = v.integer(head_epochs, "head_epochs", minimum=1)
+        if not isinstance(optimizer, Optimizer):
+            raise ConfigurationError("optimizer must be an Optimizer")
+        if part is not None and not isinstance(part, Part):
+            raise ConfigurationError(f"part must be a Part or None, got {part!r}")
+        if personal is not None and (not isinstance(personal, PersonalMode)
+                                     or part is not Part.BODY):
+            raise ConfigurationError("personal must be a PersonalMode, used with part=Part.BODY")
+        if personal is PersonalMode.FEDREP and (param_count(self._model, part=Part.BODY) == 0
+                                                or param_count(self._model, part=Part.HEAD) == 0):
+            raise ConfigurationError("FedRep needs a trainable body and a trainable head")
+        if param_count(self._model) == 0:
+            raise ConfigurationError("the model has no trainable parameters")
+        check_flat_params(self._model, global_flat_params, part=part)
+        check_training_data(self._model, self._data.train.X, self._data.train.y)
+        if request.dp_sgd is None:
+            return None
+        check_dp_model(self._model)
+        passes = epochs + (head_epochs if personal is PersonalMode.FEDREP else 0)
+        return dpsgd_event(n_samples=self.n_train, batch_size=batch_size, epochs=passes,
+                           noise_multiplier=request.dp_sgd.noise_multiplier)
+
     def fit(self, global_flat_params: np.ndarray, *, request: RoundRequest, epochs: int,
             lr: float, batch_size: int = 32, prox_mu: float = 0.0, part: Part | None = None,
             optimizer: Optimizer = Optimizer.SGD, personal: PersonalMode | None = None,
@@ -147,11 +187,13 @@ class Site:
         ``part``: FedAvg, or FedProx with ``prox_mu`` > 0 (anchored at the global model).
         ``personal`` (which needs ``part=Part.BODY``) selects FedPer — the whole model trains,
         only the body is shared — or FedRep's head-then-body schedule; ``part=Part.BODY`` alone
-        means FedPer."""
-        if personal is not None and (not isinstance(personal, PersonalMode)
-                                     or part is not Part.BODY):
-            raise ConfigurationError("personal must be a PersonalMode, used with part=Part.BODY")
-        self._admit(request, RoundTask.FIT)
+        means FedPer. A request with ``dp_sgd`` trains with example-level DP-SGD (Opacus);
+        the update then carries the event the site accounted for (``example_event``)."""
+        planned = self.check_fit(global_flat_params, request=request, epochs=epochs, lr=lr,
+                                 batch_size=batch_size, prox_mu=prox_mu, part=part,
+                                 optimizer=optimizer, personal=personal,
+                                 head_epochs=head_epochs)
+        # Everything is checked: from here on the site changes state.
         set_flat_params(self._model, global_flat_params, part=part)
         before = get_flat_params(self._model, part=part)
         seed = self._round_seed(request.round_number)
@@ -159,20 +201,26 @@ class Site:
             stats = train_personal(self._model, self._data.train.X, self._data.train.y,
                                    mode=personal, epochs=epochs, lr=lr, head_epochs=head_epochs,
                                    batch_size=batch_size, optimizer=optimizer, prox_mu=prox_mu,
-                                   seed=seed)
-            return self._finish(request, before, stats.n_samples, stats.mean_loss, part)
-        trained = train_local(self._model, self._data.train.X, self._data.train.y,
-                              epochs=epochs, lr=lr, batch_size=batch_size, optimizer=optimizer,
-                              prox_mu=prox_mu, seed=seed)
-        return self._finish(request, before, trained.n_samples, trained.mean_loss, part)
+                                   seed=seed, dp_sgd=request.dp_sgd)
+            n_samples, loss, taken = stats.n_samples, stats.mean_loss, stats.dp_event
+        else:
+            trained = train_local(self._model, self._data.train.X, self._data.train.y,
+                                  epochs=epochs, lr=lr, batch_size=batch_size,
+                                  optimizer=optimizer, prox_mu=prox_mu, seed=seed,
+                                  dp_sgd=request.dp_sgd)
+            n_samples, loss, taken = trained.n_samples, trained.mean_loss, trained.dp_event
+        if taken != planned:
+            raise ConfigurationError(f"DP-SGD cost {taken}, planned {planned}")
+        return self._finish(request, before, n_samples, loss, part, example_event=taken)
 
     def _finish(self, request: RoundRequest, before: np.ndarray, n_samples: int, loss: float,
-                part: Part | None) -> Update:
+                part: Part | None, *, example_event: GaussianEvent | None) -> Update:
         delta = get_flat_params(self._model, part=part) - before
         self._last_round = request.round_number
         self._rounds_done += 1
         return Update(site_id=self._site_id, round_number=request.round_number, delta=delta,
-                      n_samples=n_samples, train_loss=loss, part=part)
+                      n_samples=n_samples, train_loss=loss, part=part,
+                      example_event=example_event)
 
     def evaluate(self, flat_params: np.ndarray, *, request: RoundRequest,
                  part: Part | None = None) -> EvalResult:

@@ -6,24 +6,37 @@ outputs), float32 targets mean regression (mean squared error on a single output
 model as a flat vector (by default: the parameters the model had when training started).
 Shuffling uses a private ``torch.Generator`` seeded from ``seed``, so on CPU a run is
 deterministic and leaves torch's global random state alone.
+
+With ``dp_sgd`` (a :class:`clients.DPSGDConfig`), training is example-level DP-SGD through
+Opacus (:func:`privacy.dpsgd.private_training`): Poisson-sampled batches of expected size
+``batch_size``, per-example gradients clipped and noised; the FedProx pull is added after the
+noise (it depends only on the public global model, so it is post-processing). Sampling and
+noise use two generators derived from ``seed``. The run's example-level event is returned in
+:attr:`TrainStats.dp_event`.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
+from privacy.dpsgd import check_dp_model, private_training
+from privacy.events import GaussianEvent
 from secagg.errors import ConfigurationError, InvalidInput
 
 from . import _validate as v
 from .params import get_flat_params, trainable_params
+from .policy import DPSGDConfig
 
-__all__ = ["EvalResult", "Optimizer", "TrainStats", "evaluate", "train_local"]
+__all__ = ["EvalResult", "Optimizer", "TrainStats", "check_training_data", "evaluate",
+           "train_local"]
 
 
 class Optimizer(enum.Enum):
@@ -34,12 +47,15 @@ class Optimizer(enum.Enum):
 @dataclass(frozen=True, kw_only=True)
 class TrainStats:
     """What a local training run did: samples seen per epoch, and the mean loss of the last
-    epoch (the data loss, without the proximal term) and of every epoch."""
+    epoch (the data loss, without the proximal term) and of every epoch. With DP-SGD, the
+    losses are over the records the Poisson batches actually drew, and ``dp_event`` is the
+    example-level event of the run."""
 
     n_samples: int
     mean_loss: float
     epoch_losses: tuple[float, ...]
     steps: int
+    dp_event: GaussianEvent | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +68,11 @@ class EvalResult:
     accuracy: float | None = None
     r2: float | None = None
     mse: float | None = None
+
+
+def check_training_data(model: nn.Module, X: np.ndarray, y: np.ndarray) -> None:
+    """Raise ``InvalidInput`` unless (``X``, ``y``) can train ``model``. Changes nothing."""
+    _tensors(model, X, y)
 
 
 def _tensors(model: nn.Module, X: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,8 +111,9 @@ def batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.T
 def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, lr: float,
                 batch_size: int = 32, optimizer: Optimizer = Optimizer.SGD,
                 prox_mu: float = 0.0, anchor: np.ndarray | None = None,
-                seed: int = 0) -> TrainStats:
-    """Train ``model``'s trainable parameters in place; return :class:`TrainStats`."""
+                seed: int = 0, dp_sgd: DPSGDConfig | None = None) -> TrainStats:
+    """Train ``model``'s trainable parameters in place; return :class:`TrainStats`. Every
+    argument is checked before the model is touched."""
     epochs = v.integer(epochs, "epochs", minimum=1)
     lr = v.positive(lr, "lr")
     batch_size = v.integer(batch_size, "batch_size", minimum=1)
@@ -99,6 +121,10 @@ def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, 
     seed_value = v.integer(seed, "seed", minimum=0)
     if not isinstance(optimizer, Optimizer):
         raise ConfigurationError("optimizer must be an Optimizer")
+    if dp_sgd is not None:
+        if not isinstance(dp_sgd, DPSGDConfig):
+            raise ConfigurationError("dp_sgd must be a DPSGDConfig or None")
+        check_dp_model(model)
     Xt, yt = _tensors(model, X, y)
     params = trainable_params(model)
     if not params:
@@ -116,6 +142,10 @@ def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, 
             anchor_params.append(torch.from_numpy(chunk.copy()).to(p.dtype))
             offset += p.numel()
     opt = make_optimizer(optimizer, params, lr)
+    if dp_sgd is not None:
+        return _train_dp_sgd(model, Xt, yt, opt, params, anchor_params, prox_mu=prox_mu,
+                             epochs=epochs, batch_size=batch_size, dp_sgd=dp_sgd,
+                             seed=seed_value)
     generator = torch.Generator().manual_seed(seed_value)
     model.train()
     epoch_losses: list[float] = []
@@ -137,6 +167,44 @@ def train_local(model: nn.Module, X: np.ndarray, y: np.ndarray, *, epochs: int, 
     model.eval()
     return TrainStats(n_samples=len(yt), mean_loss=epoch_losses[-1],
                       epoch_losses=tuple(epoch_losses), steps=steps)
+
+
+def _train_dp_sgd(model: nn.Module, Xt: torch.Tensor, yt: torch.Tensor,
+                  opt: torch.optim.Optimizer, params: list[nn.Parameter],
+                  anchor_params: list[torch.Tensor], *, prox_mu: float, epochs: int,
+                  batch_size: int, dp_sgd: DPSGDConfig, seed: int) -> TrainStats:
+    sampling_seed, noise_seed = np.random.SeedSequence([seed, 0xD95]).generate_state(2)
+    loader = DataLoader(TensorDataset(Xt, yt), batch_size=batch_size,
+                        generator=torch.Generator().manual_seed(int(sampling_seed)))
+    noise = torch.Generator().manual_seed(int(noise_seed))
+
+    def pull_toward_anchor() -> None:  # FedProx: public (the global model), added after noise
+        with torch.no_grad():
+            for p, a in zip(params, anchor_params):
+                p.grad.add_(prox_mu * (p.detach() - a))
+
+    epoch_losses: list[float] = []
+    steps = 0
+    model.train()
+    with private_training(model, opt, loader, noise_multiplier=dp_sgd.noise_multiplier,
+                          max_grad_norm=dp_sgd.max_grad_norm, noise_generator=noise) as session:
+        for _ in range(epochs):
+            total, seen = 0.0, 0
+            for features, labels in session.loader:
+                # Every Poisson batch is a step, even an empty one: the accounting assumes it.
+                session.optimizer.zero_grad()
+                loss = data_loss(session.model(features), labels)
+                loss.backward()
+                session.step(pull_toward_anchor if anchor_params else None)
+                if len(labels):
+                    total += float(loss.detach()) * len(labels)
+                    seen += len(labels)
+                steps += 1
+            epoch_losses.append(total / seen if seen else math.nan)
+        event = session.event()
+    model.eval()
+    return TrainStats(n_samples=len(yt), mean_loss=epoch_losses[-1],
+                      epoch_losses=tuple(epoch_losses), steps=steps, dp_event=event)
 
 
 def evaluate(model: nn.Module, X: np.ndarray, y: np.ndarray) -> EvalResult:

@@ -19,7 +19,14 @@ from .encoding import (
     weighted_vector,
     wrap_rate,
 )
-from .errors import BudgetExceeded, InvalidUpdate, LedgerError, UnsupportedEvent
+from .errors import (
+    BudgetExceeded,
+    InvalidUpdate,
+    LedgerError,
+    LedgerVersionError,
+    ReleaseRepeated,
+    UnsupportedEvent,
+)
 from .events import (
     DiscreteGaussianEvent,
     GaussianEvent,
@@ -30,7 +37,7 @@ from .events import (
     event_to_dict,
     event_to_json,
 )
-from .ledger import Budget, LedgerEntry, SiteLedger
+from .ledger import Budget, LedgerEntry, LedgerTrack, ReleaseStatus, SiteLedger
 from .mechanisms import Mechanism, RoundPrivacy
 from .noise import (
     NoiseKind,
@@ -54,11 +61,15 @@ __all__ = [
     "InvalidUpdate",
     "LedgerEntry",
     "LedgerError",
+    "LedgerTrack",
+    "LedgerVersionError",
     "Mechanism",
     "NoiseKind",
     "PrivacyAccountant",
     "PrivacyEvent",
     "RandomSource",
+    "ReleaseRepeated",
+    "ReleaseStatus",
     "RoundPrivacy",
     "Rounding",
     "SiteLedger",

@@ -26,6 +26,7 @@ from cohort.options import Integer, Real, given, refuse
 
 from .accountants import Accountant, compute_epsilon
 from .events import GaussianEvent, SkellamEvent, event_to_dict
+from .ledger import LedgerTrack
 
 __all__ = ["epsilon", "encoder_bench", "ledger", "main"]
 
@@ -164,25 +165,32 @@ A simulation with --target-epsilon leaves its sites' ledgers in ledgers.sqlite.
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The ledger database (SQLite), e.g. a run's ledgers.sqlite.")
 @click.option("--site", required=True, help="The site id whose ledger to print.")
+@click.option("--track", type=click.Choice([t.value for t in LedgerTrack]), default="site",
+              help="site: client-level releases (the secure sum); example: example-level "
+                   "(DP-SGD) releases.")
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print one JSON object instead of a summary and one line per event.")
-def ledger(path: Path, site: str, as_json: bool) -> int:
-    """Print a site's privacy ledger: its budget, what it spent, and every charged event."""
+def ledger(path: Path, site: str, track: str, as_json: bool) -> int:
+    """Print a site's privacy ledger: its budget, what it spent, and every release on it."""
     from secagg.errors import ConfigurationError
 
     from .ledger import SiteLedger
 
     try:
         try:
-            book = SiteLedger(path, site_id=site)
+            book = SiteLedger(path, site_id=site, track=LedgerTrack(track))
         except ConfigurationError as exc:  # a site the ledger has never seen
-            raise click.BadParameter(f"{path} has no ledger for {site!r} ({exc})",
+            raise click.BadParameter(f"{path} has no {track} ledger for {site!r} ({exc})",
                                      param_hint="'--site'") from exc
-        entries = book.entries()
-        out = {"site_id": book.site_id, "epsilon_budget": book.budget.epsilon,
+        out = {"site_id": book.site_id, "track": book.track.value,
+               "epsilon_budget": book.budget.epsilon,
                "delta": book.budget.delta, "epsilon_spent": book.spent(),
-               "entries": [{"round_id": e.round_id, "epsilon_after": e.epsilon_after,
-                            "event": event_to_dict(e.event)} for e in entries]}
+               "overrun": book.overrun,
+               "entries": [{"round_id": e.round_id, "release_id": e.release_id.hex(),
+                            "status": e.status.value, "epsilon_after": e.epsilon_after,
+                            "overrun": e.overrun, "worst": event_to_dict(e.worst),
+                            "event": None if e.charged is None else event_to_dict(e.charged)}
+                           for e in book.entries()]}
     except sqlite3.DatabaseError as exc:
         raise click.BadParameter(f"{path} is not a ledger database ({exc})",
                                  param_hint="'--ledger'") from exc
@@ -193,7 +201,9 @@ def ledger(path: Path, site: str, as_json: bool) -> int:
               f"{out['epsilon_budget']:.4f} (delta {out['delta']:g}), "
               f"{len(out['entries'])} events")
         for e in out["entries"]:
-            print(f"  {e['round_id']}: {e['event']['kind']} -> {e['epsilon_after']:.4f}")
+            kind = "nothing released" if e["event"] is None else e["event"]["kind"]
+            print(f"  {e['round_id']} [{e['status']}]: {kind} -> {e['epsilon_after']:.4f}"
+                  + (" OVER BUDGET" if e["overrun"] else ""))
     return 0
 
 

@@ -1,21 +1,40 @@
 """Example-level DP-SGD inside a site's local training, with Opacus.
 
-:func:`train_with_dp` makes a model, optimiser and data loader private with Opacus's
-``PrivacyEngine.make_private_with_epsilon`` (Poisson sampling, per-example clipping, Gaussian
-noise calibrated to reach ``target_epsilon`` after ``epochs``), trains, and returns the epsilon
-Opacus's accountant reports together with the frozen ``GaussianEvent`` to charge in the site's
-ledger. The model is trained in place; Opacus's hooks are removed afterwards.
-Noise comes from torch's generator (Opacus's ``secure_mode`` needs ``torchcsprng``, which is
-not a Cohort dependency).
+The neighbouring relation here is *one record of one site* (one patient), not one whole site:
+the events this module produces belong on a site's ``EXAMPLE`` ledger track and are never
+composed with the site-level events of the secure sum.
+
+* :func:`dpsgd_event` is the event a DP-SGD run *will* cost, known before it starts (so a site
+  can check and reserve it): Opacus's Poisson-subsampled Gaussian with sample rate
+  ``q = 1 / ⌈n / B⌉`` (the rate Opacus derives from a loader of ``⌈n / B⌉`` batches; it is
+  ``B / n`` when ``B`` divides ``n``), ``steps = epochs × ⌈n / B⌉`` and noise multiplier ``z``.
+* :func:`private_training` makes a model, optimiser and loader private with
+  ``PrivacyEngine.make_private`` (``GradSampleModule`` per-example gradients, clipping to
+  ``max_grad_norm``, Gaussian noise ``z · max_grad_norm``, Poisson sampling), lets the caller run
+  its loop, and removes Opacus's hooks afterwards, handing back a plain module.
+  :meth:`PrivateTraining.event` is the event of the steps actually taken.
+* :func:`train_with_dp` is the older one-call form that calibrates ``z`` to a target epsilon.
+
+Randomness: Poisson sampling and noise each use a ``torch.Generator`` seeded by the caller (a
+site seeds them from its round seed), so simulations are reproducible and torch's global state
+is left alone. Opacus's ``secure_mode`` (a cryptographically secure generator) needs
+``torchcsprng``, which is not available here and not a Cohort dependency; a production site
+would need it.
 """
 
 from __future__ import annotations
 
+import enum
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from opacus import PrivacyEngine
+from opacus.optimizers import DPOptimizer
+from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -24,7 +43,122 @@ from .accountants import Accountant
 from .errors import ConfigurationError
 from .events import GaussianEvent
 
-__all__ = ["DPTrainingResult", "train_with_dp"]
+__all__ = ["DPTrainingResult", "PrivateTraining", "check_dp_model", "dpsgd_event",
+           "private_training", "train_with_dp"]
+
+
+class _Defect(enum.Enum):
+    """Defects a test may plant to show that its check catches them (CONVENTIONS 12)."""
+
+    NOISE_OFF = "noise off"          # train without noise, still account for z
+    NO_CLIPPING = "no clipping"      # per-example gradients left unclipped
+
+
+# Test-only: never set outside tests.
+_TEST_ONLY_DEFECTS: frozenset[_Defect] = frozenset()
+
+
+def dpsgd_event(*, n_samples: int, batch_size: int, epochs: int,
+                noise_multiplier: float) -> GaussianEvent:
+    """The example-level event of ``epochs`` epochs of DP-SGD over ``n_samples`` records with
+    expected batches of ``batch_size`` (Opacus's Poisson sampling, see the module docstring)."""
+    n = v.integer(n_samples, "n_samples", minimum=1)
+    batch = v.integer(batch_size, "batch_size", minimum=1)
+    epochs = v.integer(epochs, "epochs", minimum=1)
+    batches = math.ceil(n / batch)
+    return GaussianEvent(noise_multiplier=noise_multiplier, sample_rate=1.0 / batches,
+                         steps=epochs * batches)
+
+
+def check_dp_model(model: nn.Module) -> None:
+    """Raise ``ConfigurationError`` if Opacus cannot compute per-example gradients of
+    ``model`` (e.g. it has BatchNorm). Changes nothing."""
+    if not isinstance(model, nn.Module):
+        raise ConfigurationError("model must be a torch nn.Module")
+    was_training = model.training
+    model.train()  # Opacus's validator insists on training mode; restored below
+    try:
+        errors = ModuleValidator.validate(model, strict=False)
+    finally:
+        model.train(was_training)
+    if errors:
+        raise ConfigurationError(f"the model cannot be trained with DP-SGD: {errors[0]}")
+
+
+@dataclass
+class PrivateTraining:
+    """One DP-SGD session: the wrapped ``model``, ``optimizer`` and Poisson ``loader``."""
+
+    model: nn.Module
+    optimizer: DPOptimizer
+    loader: DataLoader
+    noise_multiplier: float
+    _engine: PrivacyEngine
+
+    def step(self, add_public_grad: Callable[[], None] | None = None) -> None:
+        """Clip, sum, noise and scale the per-example gradients, then step. ``add_public_grad``
+        runs in between and may add to ``p.grad`` terms that do not depend on private data
+        (e.g. FedProx's pull toward the global model): post-processing, so still private."""
+        if self.optimizer.pre_step():
+            if add_public_grad is not None:
+                add_public_grad()
+            self.optimizer.original_optimizer.step()
+
+    def event(self) -> GaussianEvent:
+        """The event of the steps taken so far (sample rate and steps as Opacus's accountant
+        recorded them; noise multiplier as requested). ``ConfigurationError`` before any step
+        or without noise (DP-SGD with z = 0 has no guarantee)."""
+        history = self._engine.accountant.history
+        steps = sum(int(h[2]) for h in history)
+        if steps == 0:
+            raise ConfigurationError("no DP-SGD step was taken")
+        rates = {float(h[1]) for h in history}
+        if len(rates) != 1:
+            raise ConfigurationError(f"DP-SGD steps with different sample rates {sorted(rates)}")
+        return GaussianEvent(noise_multiplier=self.noise_multiplier, sample_rate=rates.pop(),
+                             steps=steps)
+
+
+@contextmanager
+def private_training(model: nn.Module, optimizer: torch.optim.Optimizer,
+                     data_loader: DataLoader, *, noise_multiplier: float,
+                     max_grad_norm: float,
+                     noise_generator: torch.Generator) -> Iterator[PrivateTraining]:
+    """Within the block, train with the yielded session's model, optimiser and loader (call
+    :meth:`PrivateTraining.step` instead of ``optimizer.step``). ``model`` is trained in place;
+    on leaving, Opacus's hooks and per-example gradients are removed. The loader's own
+    ``generator`` drives Poisson sampling."""
+    noise_multiplier = v.nonnegative(noise_multiplier, "noise_multiplier")
+    max_grad_norm = v.positive(max_grad_norm, "max_grad_norm")
+    if not isinstance(noise_generator, torch.Generator):
+        raise ConfigurationError("noise_generator must be a torch.Generator")
+    if not isinstance(data_loader, DataLoader) or not isinstance(data_loader.generator,
+                                                                 torch.Generator):
+        raise ConfigurationError("data_loader must be a DataLoader with its own generator")
+    if len(data_loader) == 0:
+        raise ConfigurationError("the data loader is empty")
+    check_dp_model(model)
+    noise = 0.0 if _Defect.NOISE_OFF in _TEST_ONLY_DEFECTS else noise_multiplier
+    clip = 1e12 if _Defect.NO_CLIPPING in _TEST_ONLY_DEFECTS else max_grad_norm
+    with warnings.catch_warnings():
+        # Opacus warns that secure_mode is off: see the module docstring.
+        warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        engine = PrivacyEngine(accountant=Accountant.RDP.value)  # its history is all we read
+        dp_model, dp_optimizer, dp_loader = engine.make_private(
+            module=model, optimizer=optimizer, data_loader=data_loader,
+            noise_multiplier=noise, max_grad_norm=clip, poisson_sampling=True,
+            noise_generator=noise_generator)
+    session = PrivateTraining(model=dp_model, optimizer=dp_optimizer, loader=dp_loader,
+                              noise_multiplier=noise_multiplier, _engine=engine)
+    try:
+        with warnings.catch_warnings():
+            # A model whose first layers are parameter-free gets no input gradients; Opacus's
+            # full backward hooks then say so on every step. Harmless here.
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            yield session
+    finally:
+        dp_optimizer.zero_grad(set_to_none=True)  # drops grad_sample and summed_grad too
+        dp_model.remove_hooks()
 
 
 @dataclass(frozen=True, kw_only=True)

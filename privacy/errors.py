@@ -13,6 +13,8 @@ __all__ = [
     "ConfigurationError",
     "InvalidUpdate",
     "LedgerError",
+    "LedgerVersionError",
+    "ReleaseRepeated",
     "UnsupportedEvent",
 ]
 
@@ -38,3 +40,12 @@ class UnsupportedEvent(CohortError, TypeError):
 class LedgerError(CohortError):
     """The ledger's store is inconsistent with what the caller asked (e.g. the same round charged
     twice with different events, or a budget that differs from the one on record)."""
+
+
+class ReleaseRepeated(LedgerError):
+    """A release id that is already on the ledger (reserved, settled or void): a site releases
+    at most once per round, so a second release for the same round is refused."""
+
+
+class LedgerVersionError(LedgerError):
+    """A ledger file whose schema version this code cannot read or migrate."""

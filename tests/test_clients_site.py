@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clients import (
     DatasetName,
     ModelKind,
+    Optimizer,
     Part,
     PartitionScheme,
+    PersonalMode,
     PolicyRule,
     RoundRequest,
     RoundTask,
@@ -22,10 +29,11 @@ from clients import (
     load_dataset,
     make_model,
     make_site_data,
+    set_flat_params,
     split_dataset,
 )
 from privacy import Budget, BudgetExceeded, GaussianEvent, SiteLedger
-from secagg.errors import ConfigurationError, InvalidInput, PolicyViolation
+from secagg.errors import CohortError, ConfigurationError, InvalidInput, PolicyViolation
 
 SPLITS = split_dataset(load_dataset(DatasetName.BREAST_CANCER), seed=0)
 SITES = make_site_data(SPLITS, n_sites=3, scheme=PartitionScheme.IID, seed=0)
@@ -172,3 +180,98 @@ def test_state_dict_round_trip() -> None:
     with pytest.raises(InvalidInput):
         cnn.load_state_dict(state)
     assert np.array_equal(get_flat_params(cnn.model), before)
+
+
+# -- Site.fit validates everything before it changes anything -------------------------------
+# The defect these tests catch (issue 7): fit wrote the global parameters into the model and
+# only then found epochs=0 (or another bad argument), so a refused call overwrote the model.
+
+def _snapshot(site: Site) -> dict[str, object]:
+    return {"model": {k: t.clone() for k, t in site.model.state_dict().items()},
+            "last_round": site.state_dict()["last_round"],
+            "rounds_done": site.state_dict()["rounds_done"],
+            "ledger": None if site.ledger is None else site.ledger.entries()}
+
+
+def _assert_refused_unchanged(site: Site, flat: object, request: RoundRequest,
+                              kwargs: dict[str, object]) -> None:
+    before = _snapshot(site)
+    with pytest.raises(CohortError):
+        site.fit(flat, request=request, **kwargs)  # type: ignore[arg-type]
+    after = _snapshot(site)
+    assert before["model"].keys() == after["model"].keys()
+    for key, tensor in before["model"].items():  # bit-identical, not merely close
+        assert torch.equal(tensor, after["model"][key]), key
+    assert (before["last_round"], before["rounds_done"], before["ledger"]) == \
+        (after["last_round"], after["rounds_done"], after["ledger"])
+
+
+_GOOD_FIT = {"epochs": 1, "lr": 0.1, "batch_size": 16, "prox_mu": 0.0, "part": None,
+             "optimizer": Optimizer.SGD, "personal": None, "head_epochs": 1}
+_BAD_FIT = {
+    "epochs": [0, -1, 1.5, True, "2", None],
+    "lr": [0.0, -0.1, float("nan"), float("inf"), "0.1", None],
+    "batch_size": [0, -4, 2.0, None],
+    "prox_mu": [-0.5, float("nan"), float("inf")],
+    "optimizer": ["sgd", None],
+    "part": ["body", 1],
+    "personal": [PersonalMode.FEDREP, "fedper"],   # FedRep without part=BODY; not an enum
+    "head_epochs": [0, -2, 0.5],
+}
+_BAD_FLAT = ["short", "long", "nan", "inf", "matrix", "text"]
+
+
+def _flat(site: Site, kind: str | None) -> object:
+    good = get_flat_params(site.model) + 0.5  # differs from the model: a write would show
+    return {None: good, "short": good[:-1], "long": np.append(good, 0.0),
+            "nan": np.where(np.arange(good.size) == 3, np.nan, good),
+            "inf": np.where(np.arange(good.size) == 0, np.inf, good),
+            "matrix": good.reshape(1, -1), "text": np.array(["x"] * good.size)}[kind]
+
+
+@st.composite
+def _bad_fit_calls(draw: st.DrawFn) -> tuple[str | None, dict[str, object]]:
+    names = draw(st.lists(st.sampled_from(sorted(_BAD_FIT)), unique=True, max_size=3))
+    flat = draw(st.sampled_from([None, *_BAD_FLAT])) if names else draw(st.sampled_from(_BAD_FLAT))
+    kwargs = dict(_GOOD_FIT)
+    for name in names:
+        kwargs[name] = draw(st.sampled_from(_BAD_FIT[name]))
+    return flat, kwargs
+
+
+_LEDGER_DIR = Path(tempfile.mkdtemp(prefix="cohort-fit-"))
+_GUARDED = _site(ledger=SiteLedger(_LEDGER_DIR / "l.sqlite", site_id="h1",
+                                   budget=Budget(epsilon=5.0, delta=1e-5)))
+_CHARGED = _request(privacy_charge=GaussianEvent(noise_multiplier=5.0))
+
+
+@settings(max_examples=120)
+@given(_bad_fit_calls())
+def test_fit_with_bad_arguments_leaves_model_and_ledger_bit_identical(
+        call: tuple[str | None, dict[str, object]]) -> None:
+    flat, kwargs = call
+    _assert_refused_unchanged(_GUARDED, _flat(_GUARDED, flat), _CHARGED, kwargs)
+
+
+def test_fit_with_good_arguments_does_train_the_guarded_site() -> None:
+    # The bad-argument search is not vacuous: the same site and request do train.
+    site = _site(ledger=SiteLedger(_LEDGER_DIR / "g.sqlite", site_id="h1",
+                                   budget=Budget(epsilon=5.0, delta=1e-5)))
+    flat = _flat(site, None)
+    site.fit(flat, request=_CHARGED, **_GOOD_FIT)  # type: ignore[arg-type]
+    assert not np.array_equal(get_flat_params(site.model), flat.astype(np.float32))
+
+
+def test_the_bad_argument_check_catches_a_fit_that_writes_first(monkeypatch) -> None:
+    # Plant the slip: load the parameters before validating (the old fit). The check fails.
+    original = Site.check_fit
+
+    def writes_first(self: Site, flat: object, **kwargs: object):
+        with contextlib.suppress(CohortError):
+            set_flat_params(self.model, flat, part=kwargs.get("part"))  # type: ignore[arg-type]
+        return original(self, flat, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Site, "check_fit", writes_first)
+    site = _site()
+    with pytest.raises(AssertionError):
+        _assert_refused_unchanged(site, _flat(site, None), _request(), {**_GOOD_FIT, "epochs": 0})

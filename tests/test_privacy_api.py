@@ -14,8 +14,10 @@ def test_all_names_exist() -> None:
 
 def test_errors_share_the_one_tree() -> None:
     for exc in (privacy.BudgetExceeded, privacy.InvalidUpdate, privacy.LedgerError,
-                privacy.UnsupportedEvent):
+                privacy.UnsupportedEvent, privacy.ReleaseRepeated, privacy.LedgerVersionError):
         assert issubclass(exc, CohortError)
+    assert issubclass(privacy.ReleaseRepeated, privacy.LedgerError)
+    assert [t.value for t in privacy.LedgerTrack] == ["site", "example"]
     assert issubclass(ConfigurationError, CohortError)
 
 

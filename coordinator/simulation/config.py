@@ -9,6 +9,7 @@ from pathlib import Path
 
 from clients import (
     DatasetName,
+    DPSGDConfig,
     ModelKind,
     Optimizer,
     PartitionScheme,
@@ -39,7 +40,12 @@ class SimulationConfig:
     a server optimiser (FEDAVG … FEDYOGI), DISTILLATION, or FEDPER / FEDREP (personal heads).
     Privacy parameters are keyword-only like everything else; ``seed`` fixes the
     data split, partition, model initialisation, local shuffling and the simulated dropouts,
-    and makes the secure sum's randomness reproducible (a simulation, not a deployment)."""
+    and makes the secure sum's randomness reproducible (a simulation, not a deployment).
+
+    ``dp_sgd`` trains every site's model with example-level DP-SGD (Opacus); its events go on
+    each site's EXAMPLE ledger track, capped by ``example_epsilon`` at ``example_delta`` when
+    given, and are reported per site apart from the site-level ``dp`` / ``target_epsilon``
+    (a different neighbouring relation: one record, not one site)."""
 
     dataset: DatasetName | Path = DatasetName.BREAST_CANCER
     label_column: str | None = None
@@ -72,6 +78,9 @@ class SimulationConfig:
     modulus_bits: int | None = None
     baselines: bool = True
     seed: int = 0
+    dp_sgd: DPSGDConfig | None = None
+    example_epsilon: float | None = None
+    example_delta: float = 1e-5
 
     def __post_init__(self) -> None:
         if not isinstance(self.algorithm, StrategyName):
@@ -108,6 +117,20 @@ class SimulationConfig:
             raise ConfigurationError("sites with different models can only learn by distillation")
         if self.transfer is not Transfer.NONE and self.distillation:
             raise ConfigurationError("transfer starts a shared model; it does not apply to distill")
+        if self.dp_sgd is not None and not isinstance(self.dp_sgd, DPSGDConfig):
+            raise ConfigurationError("dp_sgd must be a clients.DPSGDConfig or None")
+        if self.dp_sgd is not None and self.distillation:
+            raise ConfigurationError(
+                "--dp-sgd cannot be combined with --strategy distill: the sites' distillation "
+                "step trains on their private data outside DP-SGD")
+        if self.example_epsilon is not None:
+            if self.dp_sgd is None:
+                raise ConfigurationError("an example-level budget (--dp-sgd-epsilon) needs "
+                                         "--dp-sgd")
+            if not (math.isfinite(self.example_epsilon) and self.example_epsilon > 0):
+                raise ConfigurationError("example_epsilon must be a positive number")
+        if not 0 < self.example_delta < 1:
+            raise ConfigurationError("example_delta must lie in (0, 1)")
 
     @property
     def distillation(self) -> bool:
