@@ -77,14 +77,15 @@ def one_line(text: str) -> str:
 
 def _rename_parameters(message: str, flags: Mapping[str, str]) -> str:
     """Rewrite Python parameter names in a library's message into the command's flags:
-    ``label_column=`` and ``label_column`` become ``--label-column``; a bare one-word name
-    (``rounds``) only where the message starts with it or writes ``name=``."""
+    ``label_column=`` and ``label_column`` become ``--label-column``; a one-word name only as
+    ``name=`` or where the message starts ``name must`` (``rounds must be at least 1``)."""
     for name, flag in sorted(flags.items(), key=lambda kv: -len(kv[0])):
         if "_" in name:
             message = re.sub(rf"(?<![\w-]){re.escape(name)}\b=?", flag, message)
         else:
             message = re.sub(rf"(?<![\w-]){re.escape(name)}=", flag, message)
-            message = re.sub(rf"^{re.escape(name)}\b", flag, message)
+            message = re.sub(rf"^{re.escape(name)}(?= (must|is|should|needs|has)\b)", flag,
+                             message)
     return message
 
 

@@ -82,6 +82,9 @@ class StagedFolder:
             self._created.append(folder)
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.partial-",
                                           dir=self.target.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        self.path.chmod(0o777 & ~umask)  # mkdtemp's 0700 is for the staging only
         return self
 
     def commit(self) -> Path:

@@ -52,16 +52,16 @@ Prints one line (or one JSON object with --json) on stdout; writes no files.
 @click.option("--mechanism", type=click.Choice(["gaussian", "skellam"]), required=True,
               help="The mechanism applied at each step.")
 @click.option("--noise-multiplier", type=Real(min=0.0, min_open=True), default=None,
-              help="Gaussian (required): noise standard deviation / L2 sensitivity.")
+              show_default="none: required with gaussian", help="Gaussian (required): noise standard deviation / L2 sensitivity.")
 @click.option("--sample-rate", type=Real(min=0.0, max=1.0, min_open=True), default=1.0,
               show_default="1, no subsampling: every step uses all the data",
               help="Gaussian: Poisson sampling rate q of each step.")
 @click.option("--variance", type=Real(min=0.0, min_open=True), default=None,
-              help="Skellam (required): total noise variance per coordinate (integer units).")
+              show_default="none: required with skellam", help="Skellam (required): total noise variance per coordinate (integer units).")
 @click.option("--l2-sensitivity", type=Real(min=0.0, min_open=True), default=None,
-              help="Skellam (required): L2 sensitivity in the scaled integer domain.")
+              show_default="none: required with skellam", help="Skellam (required): L2 sensitivity in the scaled integer domain.")
 @click.option("--l1-sensitivity", type=Real(min=0.0, min_open=True), default=None,
-              help="Skellam (required): L1 sensitivity in the scaled integer domain.")
+              show_default="none: required with skellam", help="Skellam (required): L1 sensitivity in the scaled integer domain.")
 @click.option("--steps", type=Integer(min=1), required=True,
               help="Number of composed steps (rounds).")
 @click.option("--delta", type=Real(min=0.0, max=1.0, min_open=True, max_open=True),

@@ -408,8 +408,8 @@ class Simulation:
         if result.rounds and not all(x.aborted for x in result.rounds):
             result.final_accuracy = result.rounds[-1].accuracy
         if result.rounds and all(x.aborted for x in result.rounds):
-            result.final_meaning = ("none: every round's secure sum aborted, so the model never "
-                                    "changed from its initialisation")
+            result.final_meaning = ("every round's secure sum aborted, so the model never changed "
+                                    "from its initialisation")
         elif cfg.personal_mode is not None:
             result.final_meaning = "mean of the sites' personal models on their own test splits"
         elif cfg.distillation:
