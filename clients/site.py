@@ -9,12 +9,21 @@ encoded and masked for the secure sum, or predictions on the public reference se
 
 A site with a ledger always has a privacy budget: if the policy names none, the ledger's is
 used, and if it names one, it must be the ledger's.
+
+Example-level DP-SGD (a request with ``dp_sgd``) is accounted on the site's *example* ledger
+(track ``EXAMPLE``), never on the site-level one (track ``SITE``): one patient record and one
+whole site are different neighbouring relations, and their events are never composed. The
+site itself reserves the planned DP-SGD event (known before training: it depends only on the
+site's record count, batch size, epochs and noise multiplier) before it trains, and settles it
+with the steps actually taken afterwards; if training fails midway the reservation stays at its
+worst case. The example ledger's budget is the policy's ``example_budget``.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from privacy import GaussianEvent, SiteLedger
+from privacy import GaussianEvent, LedgerTrack, SiteLedger
 from privacy.dpsgd import check_dp_model, dpsgd_event
 from secagg.errors import ConfigurationError, InvalidInput
 
@@ -62,13 +71,40 @@ class Update:
         object.__setattr__(self, "delta", delta)
 
 
+# Test-only (CONVENTIONS 12): True plants finding 11's defect, example-level events recorded
+# on the site-level ledger track; the simulation's track test proves it catches it.
+_TEST_ONLY_EXAMPLE_EVENTS_ON_SITE_LEDGER = False
+
+
+def _with_ledger_budget(policy: SitePolicy, field: str, ledger: SiteLedger | None,
+                        track: LedgerTrack, site_id: str) -> SitePolicy:
+    """The policy with its ``field`` budget taken from ``ledger`` (or checked against it)."""
+    budget = getattr(policy, field)
+    if ledger is None:
+        if budget is not None:
+            raise ConfigurationError(f"the policy's {field} needs a {track.value}-track ledger")
+        return policy
+    if not isinstance(ledger, SiteLedger):
+        raise ConfigurationError("a ledger must be a privacy.SiteLedger")
+    if ledger.site_id != site_id:
+        raise ConfigurationError(f"the ledger is for site {ledger.site_id!r}")
+    if ledger.track is not track:
+        raise ConfigurationError(f"the {field} ledger must be on the {track.value} track, "
+                                 f"not {ledger.track.value}")
+    if budget is None:
+        return dataclasses.replace(policy, **{field: ledger.budget})
+    if budget != ledger.budget:
+        raise ConfigurationError(f"the policy's {field} differs from the ledger's budget")
+    return policy
+
+
 class Site:
     """One hospital site. ``model`` is trained in place across rounds (its head stays here when
     personalising); ``seed`` makes local shuffling reproducible (tests and simulations)."""
 
     def __init__(self, site_id: str, *, data: SiteData, model: nn.Module,
                  policy: SitePolicy | None = None, ledger: SiteLedger | None = None,
-                 seed: int | None = None) -> None:
+                 example_ledger: SiteLedger | None = None, seed: int | None = None) -> None:
         if not isinstance(site_id, str) or not site_id:
             raise ConfigurationError("site_id must be a non-empty string")
         if not isinstance(data, SiteData):
@@ -78,22 +114,16 @@ class Site:
         policy = SitePolicy() if policy is None else policy
         if not isinstance(policy, SitePolicy):
             raise ConfigurationError("policy must be a SitePolicy")
-        if ledger is not None:
-            if not isinstance(ledger, SiteLedger):
-                raise ConfigurationError("ledger must be a privacy.SiteLedger")
-            if ledger.site_id != site_id:
-                raise ConfigurationError(f"the ledger is for site {ledger.site_id!r}")
-            if policy.privacy_budget is None:
-                policy = dataclasses.replace(policy, privacy_budget=ledger.budget)
-            elif policy.privacy_budget != ledger.budget:
-                raise ConfigurationError("the policy's privacy budget differs from the ledger's")
-        elif policy.privacy_budget is not None:
-            raise ConfigurationError("a privacy budget needs a ledger to enforce it")
+        policy = _with_ledger_budget(policy, "privacy_budget", ledger, LedgerTrack.SITE,
+                                     site_id)
+        policy = _with_ledger_budget(policy, "example_budget", example_ledger,
+                                     LedgerTrack.EXAMPLE, site_id)
         self._site_id = site_id
         self._data = data
         self._model = model
         self._policy = policy
         self._ledger = ledger
+        self._example_ledger = example_ledger
         self._seed = v.seed(seed)
         self._last_round: int | None = None
         self._rounds_done = 0
@@ -114,6 +144,11 @@ class Site:
     @property
     def ledger(self) -> SiteLedger | None:
         return self._ledger
+
+    @property
+    def example_ledger(self) -> SiteLedger | None:
+        """The ledger of the site's example-level (DP-SGD) events, track ``EXAMPLE``."""
+        return self._example_ledger
 
     @property
     def n_train(self) -> int:
@@ -150,8 +185,17 @@ class Site:
         """Raise what :meth:`fit` with these arguments would raise before training — a bad
         argument, ``PolicyViolation``, ``privacy.BudgetExceeded`` — and otherwise return the
         example-level DP-SGD event the training will cost (``None`` without DP-SGD). Changes
-        nothing; :meth:`fit` calls it first, so a refused or malformed request leaves the
-        site's model and ledgers exactly as they were."""
+        nothing; :meth:`fit` runs the same checks first, so a refused or malformed request
+        leaves the site's model and ledgers exactly as they were."""
+        return self._plan_fit(global_flat_params, request=request, epochs=epochs, lr=lr,
+                              batch_size=batch_size, prox_mu=prox_mu, part=part,
+                              optimizer=optimizer, personal=personal, head_epochs=head_epochs,
+                              check_example_budget=True)
+
+    def _plan_fit(self, global_flat_params: np.ndarray, *, request: RoundRequest, epochs: int,
+                  lr: float, batch_size: int, prox_mu: float, part: Part | None,
+                  optimizer: Optimizer, personal: PersonalMode | None, head_epochs: int,
+                  check_example_budget: bool) -> GaussianEvent | None:
         self._admit(request, RoundTask.FIT)
         epochs = v.integer(epochs, "epochs", minimum=1)
         v.positive(lr, "lr")
@@ -176,8 +220,17 @@ class Site:
             return None
         check_dp_model(self._model)
         passes = epochs + (head_epochs if personal is PersonalMode.FEDREP else 0)
-        return dpsgd_event(n_samples=self.n_train, batch_size=batch_size, epochs=passes,
-                           noise_multiplier=request.dp_sgd.noise_multiplier)
+        planned = dpsgd_event(n_samples=self.n_train, batch_size=batch_size, epochs=passes,
+                              noise_multiplier=request.dp_sgd.noise_multiplier)
+        ledger = self._example_track()
+        if ledger is not None and check_example_budget:
+            ledger.check(planned)  # BudgetExceeded if the cap would be passed
+        return planned
+
+    def _example_track(self) -> SiteLedger | None:
+        if _TEST_ONLY_EXAMPLE_EVENTS_ON_SITE_LEDGER:
+            return self._ledger  # the planted defect: example events on the site-level track
+        return self._example_ledger
 
     def fit(self, global_flat_params: np.ndarray, *, request: RoundRequest, epochs: int,
             lr: float, batch_size: int = 32, prox_mu: float = 0.0, part: Part | None = None,
@@ -189,11 +242,18 @@ class Site:
         only the body is shared — or FedRep's head-then-body schedule; ``part=Part.BODY`` alone
         means FedPer. A request with ``dp_sgd`` trains with example-level DP-SGD (Opacus);
         the update then carries the event the site accounted for (``example_event``)."""
-        planned = self.check_fit(global_flat_params, request=request, epochs=epochs, lr=lr,
+        # The example budget is checked by the reservation itself (atomically, nothing written
+        # if it does not fit), so it is not composed twice here.
+        planned = self._plan_fit(global_flat_params, request=request, epochs=epochs, lr=lr,
                                  batch_size=batch_size, prox_mu=prox_mu, part=part,
                                  optimizer=optimizer, personal=personal,
-                                 head_epochs=head_epochs)
-        # Everything is checked: from here on the site changes state.
+                                 head_epochs=head_epochs, check_example_budget=False)
+        # Everything else is checked: from here on the site changes state. The DP-SGD event is
+        # reserved before the data is touched; a failure below leaves it reserved (worst case).
+        ledger = self._example_track() if planned is not None else None
+        release_id = os.urandom(32)
+        if ledger is not None:
+            ledger.reserve(release_id, planned, label=f"round-{request.round_number}/dp-sgd")
         set_flat_params(self._model, global_flat_params, part=part)
         before = get_flat_params(self._model, part=part)
         seed = self._round_seed(request.round_number)
@@ -209,6 +269,8 @@ class Site:
                                   optimizer=optimizer, prox_mu=prox_mu, seed=seed,
                                   dp_sgd=request.dp_sgd)
             n_samples, loss, taken = trained.n_samples, trained.mean_loss, trained.dp_event
+        if ledger is not None:
+            ledger.settle(release_id, taken)  # the truth, even if it is not what was planned
         if taken != planned:
             raise ConfigurationError(f"DP-SGD cost {taken}, planned {planned}")
         return self._finish(request, before, n_samples, loss, part, example_event=taken)
@@ -244,6 +306,9 @@ class Site:
         with ``alpha_ce`` > 0, mixed with the loss on the site's private training data."""
         alpha_ce = v.unit_interval(alpha_ce, "alpha_ce")
         self._admit(request, RoundTask.FIT)
+        if request.dp_sgd is not None and alpha_ce > 0:
+            raise ConfigurationError("distillation's private loss (alpha_ce > 0) is not "
+                                     "trained with DP-SGD: a DP-SGD request needs alpha_ce = 0")
         private = (self._data.train.X, self._data.train.y) if alpha_ce > 0 else (None, None)
         stats = distill(self._model, X_public, targets, epochs=epochs, lr=lr,
                         temperature=temperature, alpha_ce=alpha_ce, X_private=private[0],

@@ -165,7 +165,7 @@ Output files in --out (written into a hidden folder beside it, renamed at the en
                   worst-case projection and the best case), the whole configuration
   rounds.png      score and loss per round with centralised and local-only references,
                   epsilon and its budget (with --dp), the student (distillation), aborted rounds
-  ledgers.sqlite  the sites' privacy ledgers (with --target-epsilon or --dp-sgd)
+  ledgers.sqlite  the sites' privacy ledgers (with --target-epsilon or --dp-sgd-epsilon)
   backbone.pt     the backbone pretrained on the public split (with --transfer)
 
 A folder that holds a run is refused unless --overwrite; Ctrl-C finishes the round in flight,
@@ -272,7 +272,7 @@ whose every round aborted exits 3; one refused by a budget before its first roun
 @click.option("--overwrite", is_flag=True, default=False,
               help="Replace the run already in --out (only once the new run has finished).")
 @click.option("--quiet", is_flag=True, default=False,
-              help="Print nothing but errors (no progress, no table).")
+              help="No progress and no table of rounds: only the final results and errors.")
 @click.pass_context
 def simulate(ctx: click.Context, **p: Any) -> int:
     """Simulate a hospital consortium training one model over secure aggregation.
@@ -347,30 +347,30 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
     m = summary["metric"]
     label = metric_label(m)
     files = ", ".join(summary["outputs"])
-    if not quiet:
-        final = summary[f"final_{m}"]
-        console.print(f"final {label}: {final:.4f} ({summary[f'final_{m}_is']})"
-                      if final is not None else f"final {label}: none "
-                      f"({summary[f'final_{m}_is']})")
-        if summary[f"centralized_{m}"] is not None:
-            console.print(f"centralised reference: {summary[f'centralized_{m}']:.4f}")
-        local = summary[f"local_only_{m}_global_test"]
-        if local:
-            console.print(f"mean local-only (global test split): "
-                          f"{sum(local.values()) / len(local):.4f}")
-        if summary[f"student_{m}"] is not None:
-            console.print(f"global student {label}: {summary[f'student_{m}']:.4f}")
-        if summary["epsilon"] is not None:
-            console.print(f"privacy spent: epsilon = {summary['epsilon']:.3f} at delta = "
-                          f"{summary['delta']:g}")
-        if summary.get("example_epsilon"):
-            worst = max(summary["example_epsilon"].values())
-            console.print(f"example-level (DP-SGD, per record) epsilon: up to {worst:.3f} at "
-                          f"delta = {summary['example_delta']:g}, per site in summary.json; "
-                          "not composed with the site-level epsilon")
-        if summary["stopped"] and summary["status"] == "stopped":
-            console.print(f"[yellow]{summary['stopped']}[/]")
-        console.print(f"outputs in {out}: {files}")
+    # The results: printed with --quiet too (it hides the progress and the table).
+    final = summary[f"final_{m}"]
+    console.print(f"final {label}: {final:.4f} ({summary[f'final_{m}_is']})"
+                  if final is not None else f"final {label}: none "
+                  f"({summary[f'final_{m}_is']})")
+    if summary[f"centralized_{m}"] is not None:
+        console.print(f"centralised reference: {summary[f'centralized_{m}']:.4f}")
+    local = summary[f"local_only_{m}_global_test"]
+    if local:
+        console.print(f"mean local-only (global test split): "
+                      f"{sum(local.values()) / len(local):.4f}")
+    if summary[f"student_{m}"] is not None:
+        console.print(f"global student {label}: {summary[f'student_{m}']:.4f}")
+    if summary["epsilon"] is not None:
+        console.print(f"privacy spent: epsilon = {summary['epsilon']:.3f} at delta = "
+                      f"{summary['delta']:g}")
+    if summary.get("example_epsilon"):
+        worst = max(summary["example_epsilon"].values())
+        console.print(f"example-level (DP-SGD, per record) epsilon: up to {worst:.3f} at "
+                      f"delta = {summary['example_delta']:g}, per site in summary.json; "
+                      "not composed with the site-level epsilon")
+    if summary["stopped"] and summary["status"] == "stopped":
+        console.print(f"[yellow]{summary['stopped']}[/]")
+    console.print(f"outputs in {out}: {files}")
     status = summary["status"]
     done = summary["rounds_completed"]
     if status == "interrupted":

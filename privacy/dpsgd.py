@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -44,7 +44,7 @@ from .errors import ConfigurationError
 from .events import GaussianEvent
 
 __all__ = ["DPTrainingResult", "PrivateTraining", "check_dp_model", "dpsgd_event",
-           "private_training", "train_with_dp"]
+           "merge_steps", "private_training", "train_with_dp"]
 
 
 class _Defect(enum.Enum):
@@ -68,6 +68,20 @@ def dpsgd_event(*, n_samples: int, batch_size: int, epochs: int,
     batches = math.ceil(n / batch)
     return GaussianEvent(noise_multiplier=noise_multiplier, sample_rate=1.0 / batches,
                          steps=epochs * batches)
+
+
+def merge_steps(events: Iterable[GaussianEvent]) -> list[GaussianEvent]:
+    """The same composition with the steps of events of equal (noise, sample rate) added up:
+    RDP is linear in the steps, so the epsilon is unchanged, and a long run of DP-SGD rounds
+    costs one subsampled-Gaussian RDP curve instead of one per round."""
+    steps: dict[tuple[float, float], int] = {}
+    for event in events:
+        if not isinstance(event, GaussianEvent):
+            raise ConfigurationError(f"not a Gaussian event: {event!r}")
+        key = (event.noise_multiplier, event.sample_rate)
+        steps[key] = steps.get(key, 0) + event.steps
+    return [GaussianEvent(noise_multiplier=z, sample_rate=q, steps=n)
+            for (z, q), n in steps.items()]
 
 
 def check_dp_model(model: nn.Module) -> None:

@@ -264,14 +264,14 @@ def test_fit_with_good_arguments_does_train_the_guarded_site() -> None:
 
 def test_the_bad_argument_check_catches_a_fit_that_writes_first(monkeypatch) -> None:
     # Plant the slip: load the parameters before validating (the old fit). The check fails.
-    original = Site.check_fit
+    original = Site._plan_fit
 
     def writes_first(self: Site, flat: object, **kwargs: object):
         with contextlib.suppress(CohortError):
             set_flat_params(self.model, flat, part=kwargs.get("part"))  # type: ignore[arg-type]
         return original(self, flat, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Site, "check_fit", writes_first)
+    monkeypatch.setattr(Site, "_plan_fit", writes_first)
     site = _site()
     with pytest.raises(AssertionError):
         _assert_refused_unchanged(site, _flat(site, None), _request(), {**_GOOD_FIT, "epochs": 0})

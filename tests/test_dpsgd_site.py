@@ -252,3 +252,29 @@ def test_dp_sgd_vocabulary_is_typed() -> None:
         _request(dp_sgd=DP, task=RoundTask.EVALUATE)
     with pytest.raises(ConfigurationError):
         SitePolicy(dp_sgd="refuse")  # type: ignore[arg-type]
+
+
+def test_example_cap_refuses_before_training_and_leaves_both_tracks_alone(tmp_path) -> None:
+    from privacy import Budget, BudgetExceeded, LedgerTrack, SiteLedger
+
+    path = tmp_path / "l.sqlite"
+    site_track = SiteLedger(path, site_id="h1", budget=Budget(epsilon=50.0, delta=1e-5))
+    example = SiteLedger(path, site_id="h1", track=LedgerTrack.EXAMPLE,
+                         budget=Budget(epsilon=0.2, delta=1e-5))
+    site = Site("h1", data=SITES[0], model=_mlp(), ledger=site_track, example_ledger=example,
+                seed=1)
+    assert site.policy.example_budget == example.budget  # the cap is the example track's
+    state = {k: t.clone() for k, t in site.model.state_dict().items()}
+    request = _request(dp_sgd=DP, privacy_charge=GaussianEvent(noise_multiplier=5.0))
+    for call in (site.check_fit, site.fit):
+        with pytest.raises(BudgetExceeded, match="example"):
+            call(get_flat_params(site.model) + 1.0, request=request, epochs=1, lr=0.1)
+    assert all(torch.equal(t, site.model.state_dict()[k]) for k, t in state.items())
+    assert example.entries() == [] and site_track.entries() == []
+    with pytest.raises(PolicyViolation):  # a capped site trains only with DP-SGD
+        site.fit(get_flat_params(site.model), request=_request(
+            privacy_charge=GaussianEvent(noise_multiplier=5.0)), epochs=1, lr=0.1)
+    with pytest.raises(ConfigurationError):  # tracks are not interchangeable
+        Site("h1", data=SITES[0], model=_mlp(), ledger=example)
+    with pytest.raises(ConfigurationError):
+        Site("h1", data=SITES[0], model=_mlp(), example_ledger=site_track)

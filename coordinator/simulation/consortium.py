@@ -12,6 +12,7 @@ from torch import nn
 
 from clients import (
     DataSplits,
+    DPSGDRule,
     Site,
     SiteData,
     SitePolicy,
@@ -22,7 +23,7 @@ from clients import (
     pretrain_backbone,
     split_dataset,
 )
-from privacy import Budget, SiteLedger
+from privacy import Budget, LedgerTrack, SiteLedger
 
 from .config import SimulationConfig, Transfer
 
@@ -78,10 +79,18 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
         if config.target_epsilon is not None:
             ledger = SiteLedger(ledger_path, site_id=site_id,
                                 budget=Budget(epsilon=config.target_epsilon, delta=config.delta))
+        example_ledger = None
+        if config.example_epsilon is not None:  # the same file, its own track and budget
+            example_ledger = SiteLedger(ledger_path, site_id=site_id, track=LedgerTrack.EXAMPLE,
+                                        budget=Budget(epsilon=config.example_epsilon,
+                                                      delta=config.example_delta))
         policy = SitePolicy(min_participants=2, require_secure_aggregation=config.secagg,
-                            privacy_budget=None if ledger is None else ledger.budget)
+                            privacy_budget=None if ledger is None else ledger.budget,
+                            dp_sgd=DPSGDRule.REQUIRE if config.dp_sgd else DPSGDRule.ALLOW,
+                            example_budget=None if example_ledger is None
+                            else example_ledger.budget)
         sites.append(Site(site_id, data=data, model=model, policy=policy, ledger=ledger,
-                          seed=config.seed + 31 * (i + 1)))
+                          example_ledger=example_ledger, seed=config.seed + 31 * (i + 1)))
     return Consortium(splits=splits, site_data=site_data, sites=sites,
                       global_model=global_model, backbone=backbone)
 

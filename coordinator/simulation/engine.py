@@ -8,6 +8,11 @@ updates go through the privacy encoding and the secure sum (or, with ``secagg=Fa
 sum for comparison); the coordinator's strategy applies the revealed sums; every site that was
 summed charges its ledger with what the round really cost; the global model is evaluated.
 Training stops cleanly, and says why, when a site's budget would be exceeded.
+
+With ``dp_sgd`` every site trains with example-level DP-SGD; each site reserves and settles
+its own DP-SGD event on its EXAMPLE ledger track (never on the site-level one), and the run
+reports each site's example-level epsilon (``example_epsilon``, at ``example_delta``) next to
+the site-level ``epsilon``, never composed with it.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import numpy as np
 import torch
 
 from clients import (
+    DPSGDConfig,
     Part,
     RoundRequest,
     RoundTask,
@@ -35,7 +41,8 @@ from clients import (
     make_model,
     set_flat_params,
 )
-from privacy import BudgetExceeded, GaussianEvent, PrivacyEvent
+from privacy import BudgetExceeded, GaussianEvent, PrivacyEvent, compute_epsilon
+from privacy.dpsgd import merge_steps
 from secagg import choose_parameters
 from secagg.errors import PolicyViolation, ProtocolAbort
 
@@ -64,6 +71,7 @@ class RoundRecord:
     student_accuracy: float | None = None
     note: str | None = None
     aborted: bool = False  # the secure sum aborted: nothing was revealed, the model unchanged
+    example_epsilon: dict[str, float] | None = None  # per site, DP-SGD's (one-record) epsilon
 
 
 @dataclass
@@ -79,6 +87,7 @@ class SimulationResult:
     final_meaning: str = ""
     epsilon: float | None = None
     metric: str = "accuracy"
+    example_epsilon: dict[str, float] | None = None
 
 
 def _score(result) -> float:
@@ -97,6 +106,9 @@ class Simulation:
         self._rng = np.random.default_rng(config.seed + 7)  # simulated dropouts only
         self._strategy: Strategy | None = None
         self._student = None
+        # Each site's example-level DP-SGD events (what it settled on its EXAMPLE track).
+        self._example_events: dict[str, list[GaussianEvent]] = {
+            s.site_id: [] for s in self.consortium.sites}
         if config.distillation and config.global_student:
             self._student = make_model(config.models[0], input_shape=splits.feature_shape,
                                        n_outputs=splits.n_outputs, hidden=config.hidden,
@@ -130,11 +142,12 @@ class Simulation:
         return {"masked_input": gone} if gone else None
 
     def _admit(self, round_number: int, task: RoundTask, charge: PrivacyEvent | None,
-               strategy: SiteStrategy) -> tuple[list[Site], RoundRequest]:
+               strategy: SiteStrategy, *, dp_sgd: DPSGDConfig | None = None,
+               ) -> tuple[list[Site], RoundRequest]:
         sites = self.consortium.sites
         request = RoundRequest(round_number=round_number, strategy=strategy,
                                n_participants=len(sites), secure_aggregation=self.config.secagg,
-                               task=task, privacy_charge=charge)
+                               task=task, privacy_charge=charge, dp_sgd=dp_sgd)
         for site in sites:
             site.check_round(request)  # BudgetExceeded / PolicyViolation stop the run
         return sites, request
@@ -147,6 +160,13 @@ class Simulation:
             if site.site_id in included and site.ledger is not None:
                 site.ledger.charge(event, round_id=f"round-{round_number}")
         self.accountant.record(event, round_number=round_number)
+
+    def _example_epsilon(self) -> dict[str, float] | None:
+        """Each site's example-level epsilon at ``example_delta`` (None without DP-SGD)."""
+        if self.config.dp_sgd is None:
+            return None
+        return {site: float(compute_epsilon(merge_steps(events), delta=self.config.example_delta))
+                for site, events in self._example_events.items()}
 
     def _epsilon(self) -> float | None:
         if self.config.dp is PrivacyMode.NONE or not self.accountant.rounds:
@@ -163,14 +183,18 @@ class Simulation:
         max_weight = 1.0 if dp else float(max(s.n_train for s in sites))
         sum_config = self._sum_config(clip=cfg.update_clip, max_weight=max_weight)
         charge = self._worst_charge(sum_config, global_flat.size, len(sites))
-        sites, request = self._admit(r, RoundTask.FIT, charge, cfg.algorithm)
+        sites, request = self._admit(r, RoundTask.FIT, charge, cfg.algorithm, dp_sgd=cfg.dp_sgd)
         prox = cfg.prox_mu if cfg.algorithm is SiteStrategy.FEDPROX else 0.0
+        fit_args = dict(request=request, epochs=cfg.local_epochs, lr=cfg.local_lr,
+                        optimizer=cfg.local_optimizer, batch_size=cfg.batch_size, prox_mu=prox,
+                        part=part, personal=cfg.personal_mode)
+        for site in sites:  # every site can train (e.g. its DP-SGD cap) before any site does
+            site.check_fit(global_flat, **fit_args)
         updates = {}
         for site in sites:
-            update = site.fit(global_flat, request=request, epochs=cfg.local_epochs,
-                              lr=cfg.local_lr, optimizer=cfg.local_optimizer,
-                              batch_size=cfg.batch_size, prox_mu=prox, part=part,
-                              personal=cfg.personal_mode)
+            update = site.fit(global_flat, **fit_args)
+            if update.example_event is not None:
+                self._example_events[site.site_id].append(update.example_event)
             # With DP every site weighs the same: the denominator is the (public) number of
             # sites summed, never a noisy total.
             updates[site.site_id] = (update.delta, 1.0 if dp else float(update.n_samples))
@@ -388,7 +412,8 @@ class Simulation:
                     round=r, accuracy=score, loss=None if math.isnan(loss) else loss,
                     participants=extra.get("participants", 0),
                     planned=extra.get("planned", len(self.consortium.sites)),
-                    epsilon=self._epsilon(), seconds=time.perf_counter() - start,
+                    epsilon=self._epsilon(), example_epsilon=self._example_epsilon(),
+                    seconds=time.perf_counter() - start,
                     wrap_rate=extra.get("wrap_rate"), secure_bytes=extra.get("secure_bytes"),
                     student_accuracy=extra.get("student_accuracy"), note=note,
                     aborted=aborted)
@@ -405,6 +430,7 @@ class Simulation:
         result.site_accuracy = self._site_scores(cfg.rounds, global_flat)
         result.site_global_accuracy = self._site_global_scores(global_flat)
         result.epsilon = self._epsilon()
+        result.example_epsilon = self._example_epsilon()
         if result.rounds and not all(x.aborted for x in result.rounds):
             result.final_accuracy = result.rounds[-1].accuracy
         if result.rounds and all(x.aborted for x in result.rounds):

@@ -46,6 +46,8 @@ def _plain(value: Any) -> Any:
         return str(value)
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. DPSGDConfig
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     return value
 
 
@@ -107,6 +109,11 @@ def write_summary(out_dir: Path, result: SimulationResult, *,
         "epsilon": result.epsilon,
         "delta": result.config.delta if result.epsilon is not None else None,
         "epsilon_budget": result.config.target_epsilon,
+        # Example-level (DP-SGD, one record) epsilon per site: a different neighbouring
+        # relation from the site-level epsilon above, never composed with it.
+        "example_epsilon": result.example_epsilon,
+        "example_delta": (result.config.example_delta if result.example_epsilon is not None
+                          else None),
         "rounds_completed": len(rounds),
         "rounds_planned": result.config.rounds,
         "rounds_aborted": [r.round for r in rounds if r.aborted],
