@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +142,7 @@ def _load_csv(path: Path, *, label_column: str, task: TaskKind | None,
     names = tuple(h for i, h in enumerate(header) if i != li)
     if not names:
         raise InvalidInput(f"{path} has no feature columns")
-    try:
-        X = np.array([[float(x) for i, x in enumerate(r) if i != li] for r in body],
-                     dtype=np.float64)
-    except ValueError as exc:
-        raise InvalidInput(f"{path}: feature columns must be numeric ({exc})") from exc
+    X = _features(path, body, header, li)
     raw_labels = [r[li].strip() for r in body]
     if any(s == "" for s in raw_labels):
         raise InvalidInput(f"{path}: the label column {label_column!r} has empty values")
@@ -155,6 +152,35 @@ def _load_csv(path: Path, *, label_column: str, task: TaskKind | None,
                    feature_shape=(X.shape[1],), feature_names=names, class_names=class_names)
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _features(path: Path, body: list[list[str]], header: list[str], label_index: int
+              ) -> np.ndarray:
+    """The feature cells as float64, refusing any cell that is not a finite number a float32
+    can hold, by row (the header is row 1) and column."""
+    X = np.empty((len(body), len(header) - 1), dtype=np.float64)
+    for r, cells in enumerate(body):
+        j = 0
+        for i, cell in enumerate(cells):
+            if i == label_index:
+                continue
+            try:
+                value = float(cell)
+            except ValueError:
+                value = None
+            if value is None or not math.isfinite(value) or abs(value) > _FLOAT32_MAX:
+                what = ("is not a number" if value is None else
+                        "is not finite" if not math.isfinite(value) else
+                        f"is beyond the float32 range (±{_FLOAT32_MAX:.3g})")
+                raise InvalidInput(f"{path}: row {r + 2}, column {i + 1} ({header[i]!r}): "
+                                   f"{cell.strip()!r} {what}; every feature cell must be a "
+                                   "finite number")
+            X[r, j] = value
+            j += 1
+    return X
+
+
 def _labels_from_strings(raw: list[str], *, task: TaskKind | None,
                          max_classes: int) -> tuple[TaskKind, np.ndarray, tuple[str, ...]]:
     try:
@@ -162,7 +188,9 @@ def _labels_from_strings(raw: list[str], *, task: TaskKind | None,
     except ValueError:
         numbers = None
     if numbers is not None and not np.isfinite(numbers).all():
-        raise InvalidInput("the label column has NaN or infinite values")
+        row = int(np.flatnonzero(~np.isfinite(numbers))[0])
+        raise InvalidInput(f"the label column has NaN or infinite values (row {row + 2}, the "
+                           f"header being row 1: {raw[row]!r})")
     if task is None:
         if numbers is None:
             task = TaskKind.CLASSIFICATION

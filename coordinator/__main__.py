@@ -1,161 +1,413 @@
-"""Command line of the coordinator.
+"""Command line of the coordinator: ``cohort simulate`` (also ``python -m coordinator simulate``).
 
-``python -m coordinator simulate``  a simulated hospital consortium training with secure
-aggregation (and optional differential privacy); writes metrics.jsonl, summary.json and
-rounds.png into ``--out``.
+A simulated hospital consortium training with secure aggregation (and optional differential
+privacy). The order is what makes it safe: every flag, the data set and its partition are
+checked first, and nothing is created until they pass; the run writes into a hidden folder
+beside ``--out`` that is renamed into place at the end, so ``--out`` is either a complete run or
+exactly what it was. Ctrl-C finishes the round in flight (a second Ctrl-C stops at once), then
+writes ``summary.json`` (``stopped: "interrupted at round N"``) and ``rounds.png``, and exits 130.
 """
 
 from __future__ import annotations
 
-import argparse
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-__all__ = ["main"]
+import click
 
-_PARTITIONS = {"iid": "IID", "dirichlet": "LABEL_DIRICHLET", "quantity": "QUANTITY_DIRICHLET",
-               "lognormal": "QUANTITY_LOGNORMAL"}
+from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
+from cohort.options import Integer, Real, given, refuse
+
+__all__ = ["simulate", "main"]
+
+_DATASETS = ("breast_cancer", "digits", "diabetes")
+_STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi",
+               "distillation", "fedper", "fedrep")
+_PARTITIONS = ("iid", "label_dirichlet", "quantity_dirichlet", "quantity_lognormal")
+_MODELS = ("logistic", "mlp", "cnn")
+# Older spellings, still accepted; the summary records the canonical name.
+_PARTITION_ALIASES = {"dirichlet": "label_dirichlet", "quantity": "quantity_dirichlet",
+                      "lognormal": "quantity_lognormal"}
+_STRATEGY_ALIASES = {"distill": "distillation", "personalized": "fedper"}
+_RUN_FILES = ("summary.json", "metrics.jsonl", "rounds.png", "ledgers.sqlite")
 
 
-def _algorithm(args: argparse.Namespace, names):
-    """The CLI's --strategy (and --personal-mode) as the sites' strategy name."""
-    if args.strategy == "distill":
-        return names.DISTILLATION
-    if args.strategy == "personalized":
-        return names(args.personal_mode)
-    return names(args.strategy)
+class _Choice(click.Choice):
+    """A choice that also takes older spellings (``dirichlet`` for ``label_dirichlet``)."""
+
+    def __init__(self, choices: tuple[str, ...], aliases: dict[str, str]) -> None:
+        super().__init__(choices)
+        self.aliases = aliases
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and value in self.aliases:
+            return value  # resolved by the command, which may need the spelling
+        return super().convert(value, param, ctx)
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _models(ctx: click.Context, model: str, models: str | None) -> tuple[str, ...]:
+    if models is None:
+        return (model,)
+    if given(ctx, "model"):
+        refuse("give either --model or --models, not both")
+    names = tuple(m.strip() for m in models.split(","))
+    unknown = [m for m in names if m not in _MODELS]
+    if unknown or not names:
+        raise click.BadParameter(f"{models!r}: {', '.join(map(repr, unknown)) or 'nothing'} is "
+                                 f"not one of {', '.join(_MODELS)}", param_hint="'--models'")
+    return names
+
+
+def _strategy(ctx: click.Context, strategy: str, personal_mode: str | None) -> str:
+    if personal_mode is not None and strategy != "personalized":
+        refuse("--personal-mode applies only with --strategy personalized (or say "
+               "--strategy fedper / fedrep)")
+    if strategy == "personalized":
+        return personal_mode or "fedper"
+    return _STRATEGY_ALIASES.get(strategy, strategy)
+
+
+def _check_applies(ctx: click.Context, p: dict[str, Any], strategy: str,
+                   models: tuple[str, ...], bundled: bool) -> None:
+    """Refuse every flag that would be ignored by what else was asked."""
+    dp = p["dp"] != "none"
+    for name in ("noise_multiplier", "delta"):
+        if given(ctx, name) and not dp:
+            refuse(f"--{name.replace('_', '-')} applies only with --dp central, distributed or "
+                   f"local (this run has --dp {p['dp']}: no noise, no epsilon)")
+    if given(ctx, "alpha") and p["partition"] not in ("label_dirichlet", "quantity_dirichlet"):
+        refuse(f"--alpha applies only with --partition label_dirichlet or quantity_dirichlet, "
+               f"not {p['partition']}")
+    if given(ctx, "prox_mu") and strategy != "fedprox":
+        refuse(f"--prox-mu applies only with --strategy fedprox, not {strategy}")
+    if given(ctx, "server_lr") and strategy == "distillation":
+        refuse("--server-lr does not apply to --strategy distillation: there is no server model")
+    if given(ctx, "hidden") and set(models) == {"logistic"}:
+        refuse("--hidden does not apply to --model logistic (it has no hidden layer)")
+    if given(ctx, "label_column") and bundled:
+        refuse(f"--label-column applies only to a CSV --dataset, not to {p['dataset']}")
+    if not bundled and p["label_column"] is None:
+        refuse(f"a CSV --dataset ({p['dataset']}) needs --label-column")
+    if given(ctx, "modulus_bits") and not p["secagg"]:
+        refuse("--modulus-bits applies only to the secure sum; it does nothing with --no-secagg")
+    for name in ("dp_sgd_noise_multiplier", "dp_sgd_max_grad_norm", "dp_sgd_epsilon",
+                 "dp_sgd_delta"):
+        if given(ctx, name) and not p["dp_sgd"]:
+            refuse(f"--{name.replace('_', '-')} applies only with --dp-sgd")
+
+
+def _validate_data(config) -> str:
+    """Load, split and partition the data as the run will, so a bad file or a partition that
+    cannot work is refused before anything is created; return the metric's label."""
+    from clients import TaskKind, load_dataset, make_site_data, split_dataset
+
+    dataset = load_dataset(config.dataset, label_column=config.label_column)
+    splits = split_dataset(dataset, seed=config.seed)
+    make_site_data(splits, n_sites=config.sites, scheme=config.partition,
+                   alpha=config.alpha, seed=config.seed)
+    return "R²" if dataset.task is TaskKind.REGRESSION else "accuracy"
+
+
+class _CtrlC:
+    """SIGINT while a run is on: the first asks the run to stop after the round in flight;
+    the second stops at once (``KeyboardInterrupt``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._before: Any = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            raise KeyboardInterrupt("stopped by a second Ctrl-C")
+
+    def requested(self) -> bool:
+        return self.count > 0
+
+    def __enter__(self) -> _CtrlC:
+        self._before = signal.signal(signal.SIGINT, self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        signal.signal(signal.SIGINT, self._before)
+
+
+def _round_line(total: int, label: str):
+    def show(r) -> None:
+        score = "-" if r.accuracy is None else f"{r.accuracy:.4f}"
+        eps = "" if r.epsilon is None else f", epsilon {r.epsilon:.3f}"
+        state = " ABORTED, nothing summed" if r.aborted else ""
+        print(f"round {r.round}/{total}: {label} {score}, sites summed "
+              f"{r.participants}/{r.planned}{state}{eps}", flush=True)
+    return show
+
+
+_EPILOG = f"""\b
+Examples:
+  cohort simulate --out runs/demo
+  cohort simulate --dataset digits --sites 10 --alpha 0.5 --rounds 40 --out runs/digits
+  cohort simulate --dp distributed --noise-multiplier 0.5 --target-epsilon 50 --out runs/dp
+  cohort simulate --strategy distillation --dataset digits --sites 6 --models logistic,mlp,cnn --out runs/distill
+  cohort simulate --strategy fedrep --dataset digits --alpha 0.1 --out runs/personal
+  cohort simulate --transfer frozen --out runs/transfer
+  cohort simulate --dataset site.csv --label-column outcome --out runs/csv
+  cohort simulate --dp-sgd --dp-sgd-noise-multiplier 1.1 --dp-sgd-epsilon 8 --out runs/dpsgd
+
+\b
+Output files in --out (written into a hidden folder beside it, renamed at the end):
+  metrics.jsonl   one JSON object per round: the score (accuracy, or r2 for regression),
+                  loss, sites summed, epsilon, aborted
+  summary.json    status, final score and what it measures, per-site and reference scores,
+                  epsilon, rounds aborted, why the run stopped (a budget stop gives its
+                  worst-case projection and the best case), the whole configuration
+  rounds.png      score and loss per round with centralised and local-only references,
+                  epsilon and its budget (with --dp), the student (distillation), aborted rounds
+  ledgers.sqlite  the sites' privacy ledgers (with --target-epsilon or --dp-sgd-epsilon)
+  backbone.pt     the backbone pretrained on the public split (with --transfer)
+
+A folder that holds a run is refused unless --overwrite; Ctrl-C finishes the round in flight,
+writes summary.json (stopped: "interrupted at round N") and rounds.png, and exits 130. A run
+whose every round aborted exits 3; one refused by a budget before its first round exits 4.
+
+{EXIT_CODES_HELP}"""
+
+
+@click.command(cls=Command, epilog=_EPILOG,
+               flag_aliases={"algorithm": "--strategy", "dp_sgd": "--dp-sgd",
+                             "example_epsilon": "--dp-sgd-epsilon",
+                             "example_delta": "--dp-sgd-delta", "baselines": "--no-baselines",
+                             "label_column": "--label-column", "dropout_rate": "--dropout-rate"})
+@click.option("--dataset", default="breast_cancer", metavar="NAME|CSV",
+              help=f"A data set that ships with scikit-learn ({', '.join(_DATASETS)}) or the "
+                   "path of a CSV file with a header row.")
+@click.option("--label-column", default=None, show_default="none; required with a CSV",
+              help="The label column of a CSV --dataset.")
+@click.option("--sites", type=Integer(min=2, max=1000), default=5,
+              help="Number of hospitals in the consortium.")
+@click.option("--rounds", type=Integer(min=1, max=100_000), default=30,
+              help="Training rounds.")
+@click.option("--partition", type=_Choice(_PARTITIONS, _PARTITION_ALIASES),
+              default="label_dirichlet",
+              help="How the data is split over the sites: iid; label_dirichlet (label skew, "
+                   "Dirichlet(--alpha) per class); quantity_dirichlet (site sizes "
+                   "Dirichlet(--alpha)); quantity_lognormal (log-normal site sizes). The older "
+                   "names dirichlet, quantity, lognormal are accepted.")
+@click.option("--alpha", type=Real(min=0.0, min_open=True), default=0.5,
+              help="Dirichlet concentration of the partition (small: more skew).")
+@click.option("--strategy", type=_Choice(_STRATEGIES, _STRATEGY_ALIASES), default="fedavg",
+              help="The federated algorithm: a server optimiser (fedavg, fedprox, fedavgm, "
+                   "fedadagrad, fedadam, fedyogi), distillation (heterogeneous models), or a "
+                   "personal head kept at each site (fedper, fedrep). The older names distill "
+                   "and personalized (with --personal-mode) are accepted.")
+@click.option("--personal-mode", type=click.Choice(["fedper", "fedrep"]), default=None,
+              show_default="fedper", help="With --strategy personalized only: FedPer or FedRep.")
+@click.option("--transfer", type=click.Choice(["none", "frozen", "finetune"]), default="none",
+              help="Start from a backbone pretrained on the public split, frozen or fine-tuned.")
+@click.option("--model", type=click.Choice(_MODELS), default="mlp",
+              help="The model every site trains.")
+@click.option("--models", default=None, metavar="LIST", show_default="--model for every site",
+              help="Comma-separated models cycled over the sites, e.g. logistic,mlp,cnn "
+                   "(different models need --strategy distillation).")
+@click.option("--hidden", type=Integer(min=1, max=100_000), default=32,
+              help="Width of the hidden layers (mlp, cnn).")
+@click.option("--secagg/--no-secagg", default=True,
+              help="Secure aggregation; --no-secagg sums the same clipped updates in the clear, "
+                   "for comparison only.")
+@click.option("--dp", type=click.Choice(["none", "central", "distributed", "local"]),
+              default="none",
+              help="Differential privacy of the released sums: none; central (the coordinator "
+                   "adds Gaussian noise); distributed (each site adds its share of Skellam "
+                   "noise under the secure sum); local (each site adds all the noise).")
+@click.option("--noise-multiplier", type=Real(min=0.0, min_open=True), default=1.0,
+              help="With --dp: noise standard deviation over the clip norm.")
+@click.option("--clip", type=Real(min=0.0, min_open=True), default=None,
+              show_default="1 with --dp, 10 without",
+              help="L2 clip of each site's update (with --dp, the sensitivity).")
+@click.option("--target-epsilon", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: no cap",
+              help="With --dp: each site's privacy budget; training stops before a round whose "
+                   "worst case would exceed it.")
+@click.option("--delta", type=Real(min=0.0, max=1.0, min_open=True, max_open=True),
+              default=1e-5, help="With --dp: delta of the reported epsilon.")
+@click.option("--local-epochs", type=Integer(min=1, max=10_000), default=2,
+              help="Local epochs per round at each site.")
+@click.option("--lr", type=Real(min=0.0, min_open=True), default=None,
+              show_default="0.1 with SGD, 0.01 with Adam", help="Local learning rate.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
+              show_default="sgd; adam for distillation", help="Local optimiser.")
+@click.option("--batch-size", type=Integer(min=1), default=32, help="Local batch size.")
+@click.option("--prox-mu", type=Real(min=0.0), default=0.01,
+              help="With --strategy fedprox: weight of the proximal term.")
+@click.option("--server-lr", type=Real(min=0.0, min_open=True), default=None,
+              show_default="the optimiser's own: 1 for fedavg/fedprox/fedavgm, 0.01 for "
+                           "fedadagrad/fedadam/fedyogi",
+              help="Server learning rate of the coordinator's optimiser.")
+@click.option("--dropout-rate", type=Real(min=0.0, max=1.0, max_open=True), default=0.0,
+              help="Chance that a site drops before sending its masked input, per round. A "
+                   "round with fewer survivors than the secure sum's threshold aborts.")
+@click.option("--modulus-bits", type=Integer(min=1, max=64), default=None,
+              show_default="chosen by the privacy encoding",
+              help="Bits of the secure sum's modulus.")
+@click.option("--dp-sgd", is_flag=True, default=False,
+              help="Train every site's model with example-level DP-SGD (Opacus; not with "
+                   "distillation). Its epsilon protects one record and is reported apart.")
+@click.option("--dp-sgd-noise-multiplier", type=Real(min=0.0, min_open=True), default=1.0,
+              help="With --dp-sgd: noise standard deviation over the per-record clip.")
+@click.option("--dp-sgd-max-grad-norm", type=Real(min=0.0, min_open=True), default=1.0,
+              help="With --dp-sgd: per-record gradient clip (L2).")
+@click.option("--dp-sgd-epsilon", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: no cap, still reported",
+              help="With --dp-sgd: each site's example-level budget.")
+@click.option("--dp-sgd-delta", type=Real(min=0.0, max=1.0, min_open=True, max_open=True),
+              default=1e-5, help="With --dp-sgd: delta of the example-level epsilon.")
+@click.option("--no-baselines", is_flag=True, default=False,
+              help="Skip the local-only and centralised reference runs (faster).")
+@click.option("--seed", type=Integer(), default=0,
+              help="Seed of the split, partition, models, local shuffling and dropouts.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/latest"),
+              help="Output folder: new, empty, or a previous run with --overwrite.")
+@click.option("--overwrite", is_flag=True, default=False,
+              help="Replace the run already in --out (only once the new run has finished).")
+@click.option("--quiet", is_flag=True, default=False,
+              help="No progress and no table of rounds: only the final results and errors.")
+@click.pass_context
+def simulate(ctx: click.Context, **p: Any) -> int:
+    """Simulate a hospital consortium training one model over secure aggregation.
+
+    Five sites (by default) hold non-IID shares of a real data set; each round they train
+    locally, mask their updates (and add noise with --dp), and the coordinator learns only
+    the sum. Prints a table of rounds and writes the files below into --out.
+    """
+    with _CtrlC() as ctrl_c:
+        return _simulate(ctx, p, ctrl_c)
+
+
+def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
+    # Everything is checked before anything is created.
+    bundled = p["dataset"] in _DATASETS
+    if not bundled:
+        path = Path(p["dataset"])
+        if not path.exists():
+            raise click.BadParameter(f"{p['dataset']!r} is neither a data set "
+                                     f"({', '.join(_DATASETS)}) nor an existing CSV file",
+                                     param_hint="'--dataset'")
+        if not path.is_file():
+            raise click.BadParameter(f"{path} is a folder, not a CSV file",
+                                     param_hint="'--dataset'")
+    p["partition"] = _PARTITION_ALIASES.get(p["partition"], p["partition"])
+    strategy = _strategy(ctx, p["strategy"], p["personal_mode"])
+    models = _models(ctx, p["model"], p["models"])
+    _check_applies(ctx, p, strategy, models, bundled)
+    from cohort.outputs import StagedFolder, check_output_folder
+
+    out = check_output_folder(p["out"], markers=_RUN_FILES, overwrite=p["overwrite"])
+
     from rich.console import Console
 
     from clients import (DatasetName, DPSGDConfig, ModelKind, Optimizer, PartitionScheme,
                          StrategyName)
-    from secagg.errors import CohortError
 
     from .simulation import SimulationConfig, Transfer, run_simulation
+    from .simulation.report import metric_label
     from .sum_config import PrivacyMode
 
-    console = Console(stderr=False)
-    try:
-        dataset = DatasetName(args.dataset)
-    except ValueError:
-        dataset = Path(args.dataset)
-        if not dataset.exists():
-            console.print(f"[red]no such data set or CSV file: {args.dataset}[/]")
-            return 2
-    models = tuple(ModelKind(m.strip()) for m in (args.models or args.model).split(","))
-    try:
-        dp_sgd = (DPSGDConfig(noise_multiplier=args.dp_sgd_noise_multiplier,
-                              max_grad_norm=args.dp_sgd_max_grad_norm) if args.dp_sgd else None)
-        config = SimulationConfig(
-            dataset=dataset, label_column=args.label_column, sites=args.sites,
-            rounds=args.rounds, partition=PartitionScheme[_PARTITIONS[args.partition]],
-            alpha=args.alpha, algorithm=_algorithm(args, StrategyName), models=models,
-            hidden=args.hidden, secagg=args.secagg, dp=PrivacyMode(args.dp),
-            noise_multiplier=args.noise_multiplier, clip=args.clip,
-            target_epsilon=args.target_epsilon, delta=args.delta,
-            local_epochs=args.local_epochs, lr=args.lr, batch_size=args.batch_size,
-            optimizer=None if args.optimizer is None else Optimizer(args.optimizer),
-            prox_mu=args.prox_mu, server_lr=args.server_lr,
-            transfer=Transfer(args.transfer),
-            dropout_rate=args.dropout_rate, modulus_bits=args.modulus_bits,
-            baselines=not args.no_baselines, seed=args.seed, dp_sgd=dp_sgd,
-            example_epsilon=args.dp_sgd_epsilon, example_delta=args.dp_sgd_delta)
-        summary = run_simulation(config, args.out, progress=not args.quiet,
-                                 table=not args.quiet)
-    except CohortError as exc:
-        console.print(f"[red]{type(exc).__name__}:[/] {exc}")
-        return 2
-    metric = summary["metric"]
-    final = summary["final_accuracy"]
-    console.print(f"final {metric}: {final:.4f} ({summary['final_accuracy_is']})"
-                  if final is not None else f"final {metric}: n/a")
-    if summary["centralized_accuracy"] is not None:
-        console.print(f"centralised reference: {summary['centralized_accuracy']:.4f}")
+    dp_sgd = (DPSGDConfig(noise_multiplier=p["dp_sgd_noise_multiplier"],
+                          max_grad_norm=p["dp_sgd_max_grad_norm"]) if p["dp_sgd"] else None)
+    config = SimulationConfig(
+        dataset=DatasetName(p["dataset"]) if bundled else Path(p["dataset"]),
+        label_column=p["label_column"], sites=p["sites"], rounds=p["rounds"],
+        partition=PartitionScheme(p["partition"]), alpha=p["alpha"],
+        algorithm=StrategyName(strategy), models=tuple(ModelKind(m) for m in models),
+        hidden=p["hidden"], secagg=p["secagg"], dp=PrivacyMode(p["dp"]),
+        noise_multiplier=p["noise_multiplier"], clip=p["clip"],
+        target_epsilon=p["target_epsilon"], delta=p["delta"],
+        local_epochs=p["local_epochs"], lr=p["lr"], batch_size=p["batch_size"],
+        optimizer=None if p["optimizer"] is None else Optimizer(p["optimizer"]),
+        prox_mu=p["prox_mu"], server_lr=p["server_lr"], transfer=Transfer(p["transfer"]),
+        dropout_rate=p["dropout_rate"], modulus_bits=p["modulus_bits"],
+        baselines=not p["no_baselines"], seed=p["seed"], dp_sgd=dp_sgd,
+        example_epsilon=p["dp_sgd_epsilon"], example_delta=p["dp_sgd_delta"])
+    label = _validate_data(config)
+
+    quiet = p["quiet"]
+    console = Console(soft_wrap=True)
+    tty = sys.stderr.isatty()
+    with StagedFolder(out) as stage:
+        on_round = None
+        if not quiet and not tty:  # no progress bar off a terminal: one line per round
+            on_round = _round_line(config.rounds, label)
+        summary = run_simulation(config, stage.path, progress=not quiet and tty,
+                                 table=not quiet, on_round=on_round,
+                                 stop_requested=ctrl_c.requested)
+        stage.commit()
+
+    m = summary["metric"]
+    label = metric_label(m)
+    files = ", ".join(summary["outputs"])
+    # The results: printed with --quiet too (it hides the progress and the table).
+    final = summary[f"final_{m}"]
+    console.print(f"final {label}: {final:.4f} ({summary[f'final_{m}_is']})"
+                  if final is not None else f"final {label}: none "
+                  f"({summary[f'final_{m}_is']})")
+    if summary[f"centralized_{m}"] is not None:
+        console.print(f"centralised reference: {summary[f'centralized_{m}']:.4f}")
+    local = summary[f"local_only_{m}_global_test"]
+    if local:
+        console.print(f"mean local-only (global test split): "
+                      f"{sum(local.values()) / len(local):.4f}")
+    if summary[f"student_{m}"] is not None:
+        console.print(f"global student {label}: {summary[f'student_{m}']:.4f}")
     if summary["epsilon"] is not None:
         console.print(f"privacy spent: epsilon = {summary['epsilon']:.3f} at delta = "
                       f"{summary['delta']:g}")
     if summary.get("example_epsilon"):
         worst = max(summary["example_epsilon"].values())
-        console.print(f"example-level (DP-SGD, per record) epsilon: up to {worst:.3f} at delta = "
-                      f"{summary['example_delta']:g}, per site in summary.json; not composed "
-                      f"with the site-level epsilon")
-    if summary["stopped"]:
+        console.print(f"example-level (DP-SGD, per record) epsilon: up to {worst:.3f} at "
+                      f"delta = {summary['example_delta']:g}, per site in summary.json; "
+                      "not composed with the site-level epsilon")
+    if summary["stopped"] and summary["status"] == "stopped":
         console.print(f"[yellow]{summary['stopped']}[/]")
-    console.print(f"outputs in {args.out}: metrics.jsonl, summary.json, rounds.png")
-    return 0
+    console.print(f"outputs in {out}: {files}")
+    status = summary["status"]
+    done = summary["rounds_completed"]
+    if status == "interrupted":
+        raise KeyboardInterrupt(f"{summary['stopped']} ({done} rounds completed); "
+                                f"{files} written to {out}")
+    if status == "aborted":
+        from secagg.errors import ProtocolAbort
+
+        raise ProtocolAbort(f"every round aborted (0 of {done} summed), so nothing was learned "
+                            f"and there is no final {label}: {_first_note(out)}; see "
+                            f"{out / 'summary.json'}")
+    if status == "stopped" and done == 0 and summary["budget_projection"]:
+        from privacy.errors import BudgetExceeded
+
+        proj = summary["budget_projection"]
+        raise BudgetExceeded(f"{summary['stopped']}; see {out / 'summary.json'}",
+                             spent=proj.get("spent", 0.0), requested=proj.get("worst", 0.0),
+                             budget=proj.get("budget", 0.0))
+    return ExitCode.OK
+
+
+def _first_note(out: Path) -> str:
+    import json
+
+    for line in (out / "metrics.jsonl").read_text().splitlines():
+        note = json.loads(line).get("note")
+        if note:
+            return note.removesuffix("; nothing was revealed")
+    return "the secure sum aborted"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordinator", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sim = sub.add_parser("simulate", help="simulate a hospital consortium",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    sim.add_argument("--dataset", default="breast_cancer",
-                     help="breast_cancer, digits, diabetes, or a CSV file")
-    sim.add_argument("--label-column", default=None, help="label column of a CSV data set")
-    sim.add_argument("--sites", type=int, default=5)
-    sim.add_argument("--rounds", type=int, default=30)
-    sim.add_argument("--partition", choices=sorted(_PARTITIONS), default="dirichlet")
-    sim.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration")
-    sim.add_argument("--strategy", default="fedavg",
-                     choices=["fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam",
-                              "fedyogi", "distill", "personalized"])
-    sim.add_argument("--personal-mode", choices=["fedper", "fedrep"], default="fedper")
-    sim.add_argument("--transfer", choices=["none", "frozen", "finetune"], default="none",
-                     help="start from a backbone pretrained on the public split")
-    sim.add_argument("--model", choices=["logistic", "mlp", "cnn"], default="mlp")
-    sim.add_argument("--models", default=None,
-                     help="comma-separated models cycled over the sites (distill), "
-                          "e.g. logistic,mlp,cnn")
-    sim.add_argument("--hidden", type=int, default=32)
-    sim.add_argument("--secagg", action=argparse.BooleanOptionalAction, default=True,
-                     help="secure aggregation (--no-secagg sums in the clear, for comparison)")
-    sim.add_argument("--dp", choices=["none", "central", "distributed", "local"],
-                     default="none")
-    sim.add_argument("--noise-multiplier", type=float, default=1.0)
-    sim.add_argument("--clip", type=float, default=None,
-                     help="L2 clip of each update (default 1 with DP, 10 without)")
-    sim.add_argument("--target-epsilon", type=float, default=None,
-                     help="each site's privacy budget; training stops before exceeding it")
-    sim.add_argument("--delta", type=float, default=1e-5)
-    dpsgd = sim.add_argument_group(
-        "example-level DP-SGD", "each site trains with Opacus DP-SGD (per-record clipping and "
-        "Gaussian noise, Poisson batches); its epsilon protects one patient record, is kept on "
-        "a ledger track of its own and is reported apart from the site-level epsilon above")
-    dpsgd.add_argument("--dp-sgd", action="store_true",
-                       help="train every site's model with example-level DP-SGD "
-                            "(not with --strategy distill)")
-    dpsgd.add_argument("--dp-sgd-noise-multiplier", type=float, default=1.0,
-                       help="DP-SGD noise std divided by the per-record clip")
-    dpsgd.add_argument("--dp-sgd-max-grad-norm", type=float, default=1.0,
-                       help="DP-SGD per-record gradient clip (L2)")
-    dpsgd.add_argument("--dp-sgd-epsilon", type=float, default=None,
-                       help="each site's example-level budget; training stops before a site "
-                            "would exceed it; unset: no cap, the epsilon is still reported")
-    dpsgd.add_argument("--dp-sgd-delta", type=float, default=1e-5,
-                       help="delta of the example-level epsilon (below 1 / records per site)")
-    sim.add_argument("--local-epochs", type=int, default=2)
-    sim.add_argument("--lr", type=float, default=None,
-                     help="local learning rate (default 0.1 with SGD, 0.01 with Adam)")
-    sim.add_argument("--optimizer", choices=["sgd", "adam"], default=None,
-                     help="local optimiser (default SGD; Adam for distill)")
-    sim.add_argument("--batch-size", type=int, default=32)
-    sim.add_argument("--prox-mu", type=float, default=0.01)
-    sim.add_argument("--server-lr", type=float, default=None)
-    sim.add_argument("--dropout-rate", type=float, default=0.0,
-                     help="chance that a site drops before sending its masked input, per round")
-    sim.add_argument("--modulus-bits", type=int, default=None)
-    sim.add_argument("--no-baselines", action="store_true",
-                     help="skip the local-only and centralised reference runs")
-    sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--out", default="runs/latest")
-    sim.add_argument("--quiet", action="store_true")
-    sim.set_defaults(func=_simulate)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """``python -m coordinator``: the coordinator's commands of ``cohort``."""
+    from cohort.registry import role_main
+
+    return role_main("coordinator", argv, summary="The coordinator: the consortium "
+                     "simulation (serve, provision and status are planned).")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``python -m privacy``: epsilon of a mechanism, the encoder benchmark, and a ledger audit.
+"""Command line of the privacy package (``cohort epsilon``, ``cohort encoder-bench``,
+``cohort ledger``); ``python -m privacy epsilon|bench|audit`` are the same commands.
 
     python -m privacy epsilon --mechanism gaussian --noise-multiplier 1.5 --sample-rate 0.04 \
         --steps 2250 --delta 1e-5 --accountant rdp --json
@@ -6,120 +7,212 @@
         --l1-sensitivity 40000 --steps 100 --delta 1e-5 --json
     python -m privacy bench --dim 1048576 --bits 16 --json
     python -m privacy audit --ledger site.db --site hospital-a --json
+
+A flag that belongs to the other mechanism is refused, never ignored.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import sqlite3
 import sys
+from pathlib import Path
 from typing import Sequence
 
-from secagg.errors import CohortError
+import click
+
+from cohort.errors import EXIT_CODES_HELP, Command
+from cohort.options import Integer, Real, given, refuse
 
 from .accountants import Accountant, compute_epsilon
 from .events import GaussianEvent, SkellamEvent, event_to_dict
-from .ledger import LedgerTrack, SiteLedger
+from .ledger import LedgerTrack
+
+__all__ = ["epsilon", "encoder_bench", "ledger", "main"]
+
+_GAUSSIAN_ONLY = ("noise_multiplier", "sample_rate")
+_SKELLAM_ONLY = ("variance", "l2_sensitivity", "l1_sensitivity")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m privacy", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
-
-    e = sub.add_parser("epsilon", help="epsilon of a composed mechanism")
-    e.add_argument("--mechanism", choices=["gaussian", "skellam"], required=True)
-    e.add_argument("--noise-multiplier", type=float, help="gaussian: noise stddev / L2 sensitivity")
-    e.add_argument("--sample-rate", type=float, default=1.0, help="gaussian: Poisson sampling rate")
-    e.add_argument("--accountant", choices=[a.value for a in Accountant], default="rdp")
-    e.add_argument("--variance", type=float, help="skellam: total noise variance per coordinate")
-    e.add_argument("--l2-sensitivity", type=float, help="skellam: L2 sensitivity (scaled domain)")
-    e.add_argument("--l1-sensitivity", type=float, help="skellam: L1 sensitivity (scaled domain)")
-    e.add_argument("--steps", type=int, required=True)
-    e.add_argument("--delta", type=float, required=True)
-    e.add_argument("--json", action="store_true", help="print one JSON object")
-
-    b = sub.add_parser("bench", help="encode/decode speed against plain numpy")
-    b.add_argument("--dim", type=int, default=1 << 20)
-    b.add_argument("--bits", type=int, default=16)
-    b.add_argument("--clients", type=int, default=100)
-    b.add_argument("--repeats", type=int, default=7)
-    b.add_argument("--json", action="store_true")
-
-    a = sub.add_parser("audit", help="print a site's ledger")
-    a.add_argument("--ledger", required=True)
-    a.add_argument("--site", required=True)
-    a.add_argument("--track", choices=[t.value for t in LedgerTrack], default="site",
-                   help="site-level or example-level (DP-SGD) releases")
-    a.add_argument("--json", action="store_true")
-    return p
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
-def _epsilon(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
-    accountant = Accountant(args.accountant)
-    if args.mechanism == "gaussian":
-        if args.noise_multiplier is None:
-            parser.error("--mechanism gaussian needs --noise-multiplier")
-        event = GaussianEvent(noise_multiplier=args.noise_multiplier,
-                              sample_rate=args.sample_rate, steps=args.steps)
+@click.command(cls=Command, epilog=f"""\b
+Examples:
+  cohort epsilon --mechanism gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
+  cohort epsilon --mechanism gaussian --noise-multiplier 1.1 --steps 30 --delta 1e-5 --accountant prv
+  cohort epsilon --mechanism skellam --variance 1e6 --l2-sensitivity 1100 --l1-sensitivity 40000 --steps 100 --delta 1e-5
+
+Gaussian takes --noise-multiplier and --sample-rate; Skellam takes --variance,
+--l2-sensitivity and --l1-sensitivity; a flag of the other mechanism is refused.
+Prints one line (or one JSON object with --json) on stdout; writes no files.
+
+{EXIT_CODES_HELP}""")
+@click.option("--mechanism", type=click.Choice(["gaussian", "skellam"]), required=True,
+              help="The mechanism applied at each step.")
+@click.option("--noise-multiplier", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: required with gaussian", help="Gaussian (required): noise standard deviation / L2 sensitivity.")
+@click.option("--sample-rate", type=Real(min=0.0, max=1.0, min_open=True), default=1.0,
+              show_default="1, no subsampling: every step uses all the data",
+              help="Gaussian: Poisson sampling rate q of each step.")
+@click.option("--variance", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: required with skellam", help="Skellam (required): total noise variance per coordinate (integer units).")
+@click.option("--l2-sensitivity", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: required with skellam", help="Skellam (required): L2 sensitivity in the scaled integer domain.")
+@click.option("--l1-sensitivity", type=Real(min=0.0, min_open=True), default=None,
+              show_default="none: required with skellam", help="Skellam (required): L1 sensitivity in the scaled integer domain.")
+@click.option("--steps", type=Integer(min=1), required=True,
+              help="Number of composed steps (rounds).")
+@click.option("--delta", type=Real(min=0.0, max=1.0, min_open=True, max_open=True),
+              required=True, help="Target delta of the (epsilon, delta) guarantee.")
+@click.option("--accountant", type=click.Choice([a.value for a in Accountant]), default="rdp",
+              help="rdp: Renyi DP (both mechanisms); prv: the PRV accountant (Gaussian only).")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print one JSON object instead of a sentence.")
+@click.pass_context
+def epsilon(ctx: click.Context, mechanism: str, noise_multiplier: float | None,
+            sample_rate: float, variance: float | None, l2_sensitivity: float | None,
+            l1_sensitivity: float | None, steps: int, delta: float, accountant: str,
+            as_json: bool) -> int:
+    """Epsilon of a mechanism composed over --steps steps, at --delta.
+
+    An upper bound, never an optimistic approximation: RDP converts with the tight conversion;
+    Skellam uses its own RDP bound (Agarwal, Kairouz, Liu 2021)."""
+    own, other = ((_GAUSSIAN_ONLY, _SKELLAM_ONLY) if mechanism == "gaussian"
+                  else (_SKELLAM_ONLY, _GAUSSIAN_ONLY))
+    stray = [_flag(n) for n in other if given(ctx, n)]
+    if stray:
+        refuse(f"{', '.join(stray)} {'does' if len(stray) == 1 else 'do'} not apply to "
+               f"--mechanism {mechanism} (it takes {', '.join(_flag(n) for n in own)})")
+    values = ctx.params
+    missing = [_flag(n) for n in own if values[n] is None]
+    if missing:
+        refuse(f"--mechanism {mechanism} needs {', '.join(missing)}")
+    if accountant == Accountant.PRV.value and mechanism != "gaussian":
+        refuse("--accountant prv analyses only --mechanism gaussian; use --accountant rdp")
+    if mechanism == "gaussian":
+        event = GaussianEvent(noise_multiplier=noise_multiplier, sample_rate=sample_rate,
+                              steps=steps)
     else:
-        if None in (args.variance, args.l2_sensitivity, args.l1_sensitivity):
-            parser.error("--mechanism skellam needs --variance, --l2-sensitivity, --l1-sensitivity")
-        event = SkellamEvent(variance=args.variance, l2_sensitivity=args.l2_sensitivity,
-                             l1_sensitivity=args.l1_sensitivity, steps=args.steps)
-    eps = compute_epsilon([event], delta=args.delta, accountant=accountant)
-    out = {"mechanism": args.mechanism, "accountant": accountant.value,
-           "epsilon": eps, "delta": args.delta}
+        event = SkellamEvent(variance=variance, l2_sensitivity=l2_sensitivity,
+                             l1_sensitivity=l1_sensitivity, steps=steps)
+    try:
+        eps = compute_epsilon([event], delta=delta, accountant=Accountant(accountant))
+    except (ZeroDivisionError, OverflowError, FloatingPointError) as exc:
+        from .errors import ConfigurationError
+
+        raise ConfigurationError(f"these parameters are beyond what the {accountant} accountant "
+                                 f"can compute (noise too small for the sensitivity?): {exc}")
+    out = {"mechanism": mechanism, "accountant": accountant, "epsilon": eps, "delta": delta}
     out.update({k: v for k, v in event_to_dict(event).items() if k not in ("kind", "version")})
-    return out
+    if as_json:
+        print(json.dumps(out))
+    else:
+        how = (f"noise multiplier {noise_multiplier:g}, sample rate {sample_rate:g}"
+               + (" (no subsampling)" if sample_rate == 1 else "")
+               if mechanism == "gaussian" else
+               f"variance {variance:g}, L2 {l2_sensitivity:g}, L1 {l1_sensitivity:g}")
+        print(f"epsilon = {eps:.6f} at delta = {delta:g} ({mechanism}: {how}; {steps} steps; "
+              f"{accountant} accountant)")
+    return 0
+
+
+@click.command(cls=Command, epilog=f"""\b
+Example:
+  cohort encoder-bench --dim 1048576 --bits 16 --json
+
+Prints the median encode and decode seconds, ours and plain numpy's, and their ratios;
+writes no files.
+
+{EXIT_CODES_HELP}""")
+@click.option("--dim", type=Integer(min=1, max=1 << 28), default=1 << 20,
+              help="Entries of the update vector.")
+@click.option("--bits", type=Integer(min=2, max=64), default=16,
+              help="Bits b of each encoded entry (the secure sum's modulus 2^b).")
+@click.option("--clients", type=Integer(min=1), default=100,
+              help="Clients the noise is shared among (sets each one's noise share).")
+@click.option("--repeats", type=Integer(min=1), default=7,
+              help="Timed repetitions; the median is reported.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print one JSON object instead of two lines.")
+def encoder_bench(dim: int, bits: int, clients: int, repeats: int, as_json: bool) -> int:
+    """Time the privacy encoding (rotate, clip, scale, round, Skellam noise, wrap) and its
+    decoding against the same steps in plain numpy."""
+    from ._bench import run_bench
+
+    out = run_bench(dim=dim, bits=bits, clients=clients, repeats=repeats,
+                    progress=not as_json and sys.stderr.isatty())
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"encode d={out['dim']} b={out['bits']} skellam: "
+              f"{out['encode_seconds'] * 1e3:.1f} ms (plain numpy "
+              f"{out['plain_encode_seconds'] * 1e3:.1f} ms, ratio {out['encode_ratio']:.2f})")
+        print(f"decode: {out['decode_seconds'] * 1e3:.1f} ms (plain numpy "
+              f"{out['plain_decode_seconds'] * 1e3:.1f} ms, ratio {out['decode_ratio']:.2f})")
+    return 0
+
+
+@click.command(cls=Command, epilog=f"""\b
+Example:
+  cohort ledger --ledger runs/dp/ledgers.sqlite --site hospital-01 --json
+
+A simulation with --target-epsilon leaves its sites' ledgers in ledgers.sqlite.
+
+{EXIT_CODES_HELP}""")
+@click.option("--ledger", "path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The ledger database (SQLite), e.g. a run's ledgers.sqlite.")
+@click.option("--site", required=True, help="The site id whose ledger to print.")
+@click.option("--track", type=click.Choice([t.value for t in LedgerTrack]), default="site",
+              help="site: client-level releases (the secure sum); example: example-level "
+                   "(DP-SGD) releases.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print one JSON object instead of a summary and one line per event.")
+def ledger(path: Path, site: str, track: str, as_json: bool) -> int:
+    """Print a site's privacy ledger: its budget, what it spent, and every release on it."""
+    from secagg.errors import ConfigurationError
+
+    from .ledger import SiteLedger
+
+    try:
+        try:
+            book = SiteLedger(path, site_id=site, track=LedgerTrack(track))
+        except ConfigurationError as exc:  # a site the ledger has never seen
+            raise click.BadParameter(f"{path} has no {track} ledger for {site!r} ({exc})",
+                                     param_hint="'--site'") from exc
+        out = {"site_id": book.site_id, "track": book.track.value,
+               "epsilon_budget": book.budget.epsilon,
+               "delta": book.budget.delta, "epsilon_spent": book.spent(),
+               "overrun": book.overrun,
+               "entries": [{"round_id": e.round_id, "release_id": e.release_id.hex(),
+                            "status": e.status.value, "epsilon_after": e.epsilon_after,
+                            "overrun": e.overrun, "worst": event_to_dict(e.worst),
+                            "event": None if e.charged is None else event_to_dict(e.charged)}
+                           for e in book.entries()]}
+    except sqlite3.DatabaseError as exc:
+        raise click.BadParameter(f"{path} is not a ledger database ({exc})",
+                                 param_hint="'--ledger'") from exc
+    if as_json:
+        print(json.dumps(out))
+    else:
+        print(f"site {out['site_id']}: spent {out['epsilon_spent']:.4f} of "
+              f"{out['epsilon_budget']:.4f} (delta {out['delta']:g}), "
+              f"{len(out['entries'])} events")
+        for e in out["entries"]:
+            kind = "nothing released" if e["event"] is None else e["event"]["kind"]
+            print(f"  {e['round_id']} [{e['status']}]: {kind} -> {e['epsilon_after']:.4f}"
+                  + (" OVER BUDGET" if e["overrun"] else ""))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "epsilon":
-            out = _epsilon(args, parser)
-            print(json.dumps(out) if args.json else
-                  f"epsilon = {out['epsilon']:.6f} at delta = {out['delta']:g} "
-                  f"({out['mechanism']}, {out['accountant']})")
-        elif args.command == "bench":
-            from ._bench import run_bench
+    """``python -m privacy`` (and the ``cohort-privacy`` script): privacy's commands."""
+    from cohort.registry import role_main
 
-            out = run_bench(dim=args.dim, bits=args.bits, clients=args.clients,
-                            repeats=args.repeats, progress=not args.json)
-            if args.json:
-                print(json.dumps(out))
-            else:
-                print(f"encode d={out['dim']} b={out['bits']} skellam: "
-                      f"{out['encode_seconds'] * 1e3:.1f} ms (plain numpy "
-                      f"{out['plain_encode_seconds'] * 1e3:.1f} ms, ratio {out['encode_ratio']:.2f})")
-                print(f"decode: {out['decode_seconds'] * 1e3:.1f} ms (plain numpy "
-                      f"{out['plain_decode_seconds'] * 1e3:.1f} ms, ratio {out['decode_ratio']:.2f})")
-        else:
-            ledger = SiteLedger(args.ledger, site_id=args.site, track=LedgerTrack(args.track))
-            out = {"site_id": ledger.site_id, "track": ledger.track.value,
-                   "epsilon_budget": ledger.budget.epsilon,
-                   "delta": ledger.budget.delta, "epsilon_spent": ledger.spent(),
-                   "overrun": ledger.overrun,
-                   "entries": [{"round_id": e.round_id, "release_id": e.release_id.hex(),
-                                "status": e.status.value, "epsilon_after": e.epsilon_after,
-                                "overrun": e.overrun, "worst": event_to_dict(e.worst),
-                                "event": None if e.charged is None else event_to_dict(e.charged)}
-                               for e in ledger.entries()]}
-            if args.json:
-                print(json.dumps(out))
-            else:
-                print(f"site {out['site_id']}: spent {out['epsilon_spent']:.4f} of "
-                      f"{out['epsilon_budget']:.4f} (delta {out['delta']:g}), "
-                      f"{len(out['entries'])} events")
-                for e in out["entries"]:
-                    kind = "nothing released" if e["event"] is None else e["event"]["kind"]
-                    print(f"  {e['round_id']} [{e['status']}]: {kind} -> {e['epsilon_after']:.4f}"
-                          + (" OVER BUDGET" if e["overrun"] else ""))
-    except CohortError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return role_main("privacy", argv, summary="Privacy: epsilon of a mechanism, the encoder "
+                     "benchmark, a site's ledger.")
 
 
 if __name__ == "__main__":

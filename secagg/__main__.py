@@ -1,71 +1,171 @@
-"""Command line of the secure-aggregation package.
+"""Command line of the secure-aggregation package (``cohort harness`` and ``cohort bench``).
 
+``python -m secagg harness``   run one round of the protocol harness and print a readable report
+                               (``python -m secagg simulate`` is the same command, its old name).
 ``python -m secagg bench``     time one round (JSON with ``--json``), see :mod:`secagg.bench`.
-``python -m secagg simulate``  run one round of the harness and print a readable report.
+
+Every argument is checked here, before anything runs, with messages that name the flags; the
+protocol's own checks stay in the library. Errors and exit codes: :mod:`cohort.errors`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-import numpy as np
+import click
 
-__all__ = ["main"]
+from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
+from cohort.options import Integer, Real, given, refuse
 
+from .adversary import ADVERSARIES, make_adversary
+from .config import MAX_DIM
+from .errors import ConfigurationError
+from .params import DEFAULT_DROPOUT_RATE, choose_parameters, required_modulus_bits
+from .stages import Stage
 
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import BenchConfig, run_bench
+__all__ = ["bench", "harness", "main"]
 
-    report = run_bench(BenchConfig(
-        clients=args.clients, dim=args.dim, dropout=args.dropout, neighbors=args.neighbors,
-        threshold=args.threshold, input_bits=args.input_bits, modulus_bits=args.modulus_bits,
-        malicious=args.malicious, seed=args.seed, memory=args.memory,
-        progress=not args.no_progress))
-    if args.json:
-        print(json.dumps(report))
-    else:
-        width = max(map(len, report))
-        for key, value in report.items():
-            shown = f"{value:.6g}" if isinstance(value, float) else value
-            print(f"{key:<{width}}  {shown}")
-    return 0 if report["correct"] else 1
+_STAGES = [s.value for s in Stage]
 
 
-def _simulate(args: argparse.Namespace) -> int:
+def _graph(*, clients: int, neighbors: int | None, threshold: int | None, malicious: bool,
+           dropout_rate: float):
+    """The degree and threshold the round will use, or a refusal that names the flags."""
+    if neighbors is not None and not neighbors <= clients - 1:
+        refuse(f"--neighbors {neighbors} is too many for --clients {clients}: each client has "
+               f"at most {clients - 1} neighbours ({clients - 1} is the complete graph)")
+    try:
+        return choose_parameters(clients, neighbors=neighbors, threshold=threshold,
+                                 dropout_rate=dropout_rate, malicious=malicious)
+    except ConfigurationError as exc:
+        given_flags = [f"--clients {clients}"]
+        if neighbors is not None:
+            given_flags.append(f"--neighbors {neighbors}")
+        if threshold is not None:
+            given_flags.append(f"--threshold {threshold}")
+        if malicious:
+            given_flags.append("--malicious")
+        refuse(f"{' '.join(given_flags)}: {exc}")
+
+
+def _modulus(*, clients: int, input_bits: int, modulus_bits: int | None) -> int:
+    need = required_modulus_bits(clients, input_bits)
+    if need > 64:
+        refuse(f"--clients {clients} inputs of --input-bits {input_bits} need a {need}-bit "
+               "modulus; the protocol has at most 64: lower --input-bits")
+    if modulus_bits is not None and modulus_bits < need:
+        refuse(f"--modulus-bits {modulus_bits} is too small: the sum of --clients {clients} "
+               f"inputs of --input-bits {input_bits} needs at least {need} bits, or it wraps")
+    return modulus_bits or need
+
+
+_COMMON = [
+    click.option("--input-bits", type=Integer(min=1, max=63), default=16,
+                 help="Bits of each input entry: entries are drawn uniformly from "
+                      "[0, 2^input_bits)."),
+    click.option("--modulus-bits", type=Integer(min=1, max=64), default=None,
+                 show_default="input bits + ceil(log2 clients), the smallest that cannot wrap",
+                 help="Bits b of the sum's modulus 2^b."),
+    click.option("--neighbors", type=Integer(min=1), default=None,
+                 show_default="the SecAgg+ parameter finder; the complete graph up to 32 clients",
+                 help="Neighbour-graph degree k (clients - 1 is classic SecAgg)."),
+    click.option("--threshold", type=Integer(min=1), default=None,
+                 show_default="the parameter finder's, for the degree",
+                 help="Shamir threshold t: the fewest survivors a round accepts."),
+    click.option("--malicious", is_flag=True, default=False,
+                 help="Malicious-server mode: signed keys and the consistency check."),
+]
+
+
+def _common(f):
+    for option in reversed(_COMMON):
+        f = option(f)
+    return f
+
+
+@click.command(cls=Command, epilog=f"""\b
+Examples:
+  cohort harness --clients 10 --dim 1000 --dropout 0.2
+  cohort harness --clients 10 --malicious --adversary inconsistent_views
+  cohort harness --clients 20 --dropout 0.3 --drop-stage share_keys --neighbors 19
+
+Prints a table on stdout: the graph, who was summed, what the server saw, and whether the sum is
+exact; writes no files. An aborted round prints what happened, then exits 3.
+
+{EXIT_CODES_HELP}""")
+@click.option("--clients", type=Integer(min=2), default=10, help="Number of clients n.")
+@click.option("--dim", type=Integer(min=1, max=MAX_DIM), default=1000,
+              help="Length of each client's input vector (entries).")
+@_common
+@click.option("--dropout", type=Real(min=0.0, max=1.0, max_open=True), default=0.2,
+              help="Fraction of the clients that drop out (round(dropout * clients) of them).")
+@click.option("--drop-stage", type=click.Choice(_STAGES), default="masked_input",
+              help="Stage before which the dropped clients stop (consistency_check needs "
+                   "--malicious).")
+@click.option("--adversary", type=click.Choice(ADVERSARIES), default=None,
+              show_default="none: an honest server",
+              help="A canned attack by the server; inconsistent_views and forged_key need "
+                   "--malicious.")
+@click.option("--seed", type=Integer(), default=0,
+              help="Seed of the random inputs and of the dropout choice (never of keys).")
+@click.pass_context
+def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
+            modulus_bits: int | None, neighbors: int | None, threshold: int | None,
+            malicious: bool, dropout: float, drop_stage: str, adversary: str | None,
+            seed: int) -> int:
+    """Run one secure-aggregation round (SecAgg+) in process and report what the server saw.
+
+    The inputs are random; the report checks the revealed sum against the plain sum of the
+    included clients' inputs, and counts the inputs the server could unmask (always none).
+    """
+    import numpy as np
     from rich.console import Console
     from rich.table import Table
 
     from . import ProtocolAbort, exposed_clients, simulate_round
-    from .params import required_modulus_bits
 
-    rng = np.random.default_rng(args.seed)
-    n = args.clients
-    bits = args.modulus_bits or required_modulus_bits(n, args.input_bits)
-    inputs = {c: rng.integers(0, 1 << args.input_bits, args.dim) for c in range(n)}
-    dropped = rng.choice(n, size=int(round(args.dropout * n)), replace=False).tolist()
-    console = Console()
+    if given(ctx, "drop_stage") and dropout == 0:
+        refuse("--drop-stage applies only with a --dropout above 0")
+    if drop_stage == Stage.CONSISTENCY_CHECK.value and not malicious:
+        refuse("--drop-stage consistency_check exists only with --malicious (the semi-honest "
+               "round has no consistency check)")
+    if adversary is not None and make_adversary(adversary, earlier=()).needs_malicious_mode \
+            and not malicious:
+        refuse(f"--adversary {adversary} is stopped only by malicious-server mode: add "
+               "--malicious")
+    bits = _modulus(clients=clients, input_bits=input_bits, modulus_bits=modulus_bits)
+    graph = _graph(clients=clients, neighbors=neighbors, threshold=threshold,
+                   malicious=malicious, dropout_rate=DEFAULT_DROPOUT_RATE)
+
+    rng = np.random.default_rng(seed)
+    inputs = {c: rng.integers(0, 1 << input_bits, dim, dtype=np.uint64) for c in range(clients)}
+    dropped = rng.choice(clients, size=int(round(dropout * clients)), replace=False).tolist()
+    console = Console(soft_wrap=True)
     try:
-        result = simulate_round(inputs, modulus_bits=bits, malicious=args.malicious,
-                                dropouts={args.drop_stage: dropped} if dropped else None,
-                                adversary=args.adversary, input_bits=args.input_bits)
+        result = simulate_round(inputs, modulus_bits=bits, malicious=malicious,
+                                neighbors=graph.neighbors, threshold=graph.threshold,
+                                dropouts={drop_stage: dropped} if dropped else None,
+                                adversary=adversary, input_bits=input_bits)
     except ProtocolAbort as exc:
         console.print(f"[bold red]round aborted[/] in stage {exc.stage}: {exc}")
         console.print("Nothing was revealed: the server never held enough shares to unmask.")
-        return 3
-    expected = sum(inputs[c].astype(np.uint64) for c in result.included) % (1 << bits)
+        raise
+    expected = sum(inputs[c] for c in result.included)  # uint64: wraps mod 2^64
+    if bits < 64:
+        expected %= np.uint64(1 << bits)
     exact = bool(np.array_equal(result.aggregate.astype(np.uint64), expected))
     config = result.config
     table = Table(title="One secure-aggregation round (SecAgg+)")
     table.add_column("what")
     table.add_column("value", justify="right")
     rows = [
-        ("clients", n), ("vector length", args.dim), ("input bits", args.input_bits),
+        ("clients", clients), ("vector length", dim), ("input bits", input_bits),
         ("modulus bits", bits),
         ("neighbours per client (k)", config.neighbors), ("threshold (t)", config.threshold),
         ("mode", "malicious server" if config.malicious else "semi-honest"),
-        (f"dropped before {args.drop_stage}", len(dropped)),
+        ("adversary", adversary or "none"),
+        (f"dropped before {drop_stage}", len(dropped)),
         ("clients in the sum", len(result.included)),
         ("clients that aborted", len(result.aborted)),
         ("messages rejected", len(result.rejected)),
@@ -78,48 +178,69 @@ def _simulate(args: argparse.Namespace) -> int:
         table.add_row(what, str(value))
     console.print(table)
     console.print(f"first entries of the sum: {result.aggregate[:8].tolist()}")
-    return 0 if exact else 1
+    return ExitCode.OK if exact else ExitCode.CHECK_FAILED
+
+
+@click.command(cls=Command, epilog=f"""\b
+Examples:
+  cohort bench --clients 100 --dim 100000 --dropout 0.1 --json
+  cohort bench --clients 1000 --dim 100000 --neighbors 72 --threshold 24 --memory
+
+Prints one JSON object (--json) or a two-column table on stdout: clients, dim, neighbors,
+threshold, dropout, client_seconds, server_seconds, upload_bytes_per_client, expansion,
+prg_floor_seconds, protocol_floor_seconds, correct, ...; writes no files. Exits 1 if the sum
+was wrong.
+
+{EXIT_CODES_HELP}""")
+@click.option("--clients", type=Integer(min=2), default=100, help="Number of clients n.")
+@click.option("--dim", type=Integer(min=1, max=MAX_DIM), default=100_000,
+              help="Length of each client's input vector (entries).")
+@_common
+@click.option("--dropout", type=Real(min=0.0, max=1.0, max_open=True), default=0.1,
+              help="Fraction of the clients that drop before sending their masked input.")
+@click.option("--memory", is_flag=True, default=False,
+              help="Also trace the server's peak memory (slower: not for timing).")
+@click.option("--seed", type=Integer(), default=0,
+              help="Seed of the bench inputs and the dropout choice (never of keys).")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print one JSON object instead of a table.")
+@click.option("--no-progress", is_flag=True, default=False,
+              help="No progress bar on stderr (it is shown only on a terminal anyway).")
+def bench(clients: int, dim: int, input_bits: int, modulus_bits: int | None,
+          neighbors: int | None, threshold: int | None, malicious: bool, dropout: float,
+          memory: bool, seed: int, as_json: bool, no_progress: bool) -> int:
+    """Time one SecAgg+ round: clients and server separately, against the cost of the same
+    mask expansion as raw AES-128-CTR on this machine, measured in the same run."""
+    from .bench import BenchConfig, run_bench
+
+    bits = _modulus(clients=clients, input_bits=input_bits, modulus_bits=modulus_bits)
+    graph = _graph(clients=clients, neighbors=neighbors, threshold=threshold,
+                   malicious=malicious, dropout_rate=max(dropout, 0.01))
+    survivors = clients - int(round(dropout * clients))
+    if survivors < graph.threshold:
+        refuse(f"--dropout {dropout:g} leaves {survivors} of --clients {clients}, fewer than "
+               f"the threshold t={graph.threshold}: the round would abort, with nothing to time")
+    report = run_bench(BenchConfig(
+        clients=clients, dim=dim, dropout=dropout, neighbors=graph.neighbors,
+        threshold=graph.threshold, input_bits=input_bits, modulus_bits=bits,
+        malicious=malicious, seed=seed, memory=memory,
+        progress=not no_progress and sys.stderr.isatty()))
+    if as_json:
+        print(json.dumps(report))
+    else:
+        width = max(map(len, report))
+        for key, value in report.items():
+            shown = f"{value:.6g}" if isinstance(value, float) else value
+            print(f"{key:<{width}}  {shown}")
+    return ExitCode.OK if report["correct"] else ExitCode.CHECK_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m secagg", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
+    """``python -m secagg`` (and the ``cohort-secagg`` script): secagg's commands of ``cohort``."""
+    from cohort.registry import role_main
 
-    bench = sub.add_parser("bench", help="time one round against the machine's AES-CTR speed")
-    bench.add_argument("--clients", type=int, default=100)
-    bench.add_argument("--dim", type=int, default=100_000)
-    bench.add_argument("--dropout", type=float, default=0.1,
-                       help="fraction of clients that drop before sending their masked input")
-    bench.add_argument("--neighbors", type=int, default=None,
-                       help="graph degree k (default: parameter finder; clients-1 = classic)")
-    bench.add_argument("--threshold", type=int, default=None)
-    bench.add_argument("--input-bits", type=int, default=16)
-    bench.add_argument("--modulus-bits", type=int, default=None,
-                       help="default: input bits + ceil(log2 clients)")
-    bench.add_argument("--malicious", action="store_true")
-    bench.add_argument("--memory", action="store_true",
-                       help="also trace the server's peak memory (slower; not for timing)")
-    bench.add_argument("--seed", type=int, default=0, help="bench inputs and dropout choice")
-    bench.add_argument("--json", action="store_true")
-    bench.add_argument("--no-progress", action="store_true")
-    bench.set_defaults(func=_bench)
-
-    sim = sub.add_parser("simulate", help="run one round of the protocol harness")
-    sim.add_argument("--clients", type=int, default=10)
-    sim.add_argument("--dim", type=int, default=1000)
-    sim.add_argument("--input-bits", type=int, default=16)
-    sim.add_argument("--modulus-bits", type=int, default=None)
-    sim.add_argument("--dropout", type=float, default=0.2)
-    sim.add_argument("--drop-stage", default="masked_input")
-    sim.add_argument("--malicious", action="store_true")
-    sim.add_argument("--adversary", default=None,
-                     choices=["overlap", "inconsistent_views", "forged_key", "replay", "tamper"])
-    sim.add_argument("--seed", type=int, default=0)
-    sim.set_defaults(func=_simulate)
-
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return role_main("secagg", argv, summary="Secure aggregation (SecAgg+): the protocol "
+                     "harness and its benchmark.")
 
 
 if __name__ == "__main__":

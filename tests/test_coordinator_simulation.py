@@ -151,10 +151,13 @@ def test_bad_settings_are_refused_with_typed_errors(tmp_path: Path) -> None:
         SimulationConfig(models=(ModelKind.MLP, ModelKind.CNN))  # heterogeneous, not distill
     with pytest.raises(ConfigurationError):
         SimulationConfig(algorithm=StrategyName.TRANSFER)  # transfer is a start, not a strategy
+    # Errors are one line on stderr (they went to stdout before issue 8), and nothing is made.
     proc = cli("--dp", "distributed", "--no-secagg", "--out", str(tmp_path / "x"), "--quiet")
-    assert proc.returncode == 2 and "ConfigurationError" in proc.stdout
+    assert proc.returncode == 2 and proc.stderr.startswith("ConfigurationError: ")
+    assert len(proc.stderr.splitlines()) == 1 and proc.stdout == ""
     proc = cli("--dataset", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "y"))
-    assert proc.returncode == 2
+    assert proc.returncode == 2 and "--dataset" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_partition_and_seed_make_runs_reproducible(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ simulate``). :func:`run_simulation` runs a :class:`SimulationConfig` and writes 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from .baselines import centralized_score, local_only_scores
@@ -16,21 +17,44 @@ __all__ = ["Transfer", "SimulationConfig", "Simulation", "SimulationResult",
 
 
 def run_simulation(config: SimulationConfig, out_dir: str | Path, *, progress: bool = True,
-                   table: bool = True) -> dict:
-    """Run, then write ``metrics.jsonl``, ``summary.json`` and ``rounds.png`` into ``out_dir``;
-    return the summary."""
+                   table: bool = True,
+                   on_round: Callable[[RoundRecord], None] | None = None,
+                   stop_requested: Callable[[], bool] | None = None) -> dict:
+    """Run, then write ``metrics.jsonl``, ``summary.json`` and ``rounds.png`` into ``out_dir``
+    (created if missing); return the summary.
+
+    ``stop_requested`` is asked before each round (see :meth:`Simulation.run`). A stopped run
+    — interrupted, out of budget, or with every round aborted — still writes its summary and
+    plot, and ``summary["status"]`` says which; an interrupted run skips the reference runs.
+    Writing into a folder that must stay untouched on failure is the caller's job (the
+    command line writes into a staging folder and renames it, see :mod:`cohort.outputs`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with single_threaded_torch():
         simulation = Simulation(config, work_dir=out)
-        result = simulation.run(on_round=MetricsWriter(out), progress=progress)
+        writer = MetricsWriter(out, metric=simulation.metric)
+
+        def record(r: RoundRecord) -> None:
+            writer(r)
+            if on_round is not None:
+                on_round(r)
+
+        result = simulation.run(on_round=record, progress=progress,
+                                stop_requested=stop_requested)
         local_only = local_only_global = centralized = None
-        if config.baselines:
-            local_only, local_only_global = local_only_scores(config, simulation.consortium)
-            centralized = centralized_score(config, simulation.consortium)
+        if config.baselines and not result.interrupted:
+            try:
+                local_only, local_only_global = local_only_scores(config, simulation.consortium)
+                centralized = centralized_score(config, simulation.consortium)
+            except KeyboardInterrupt:  # Ctrl-C during the reference runs: keep the rounds
+                local_only = local_only_global = centralized = None
+                result.stopped = f"interrupted at round {len(result.rounds)}"
+                result.interrupted = True
     path = write_summary(out, result, local_only=local_only,
                          local_only_global=local_only_global, centralized=centralized)
-    plot_rounds(out, result)
+    plot_rounds(out, result, centralized=centralized, local_only=local_only,
+                local_only_global=local_only_global)
     if table:
         print_table(result)
     return json.loads(path.read_text())

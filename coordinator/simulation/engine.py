@@ -71,6 +71,7 @@ class RoundRecord:
     secure_bytes: int | None = None
     student_accuracy: float | None = None
     note: str | None = None
+    aborted: bool = False  # the secure sum aborted: nothing was revealed, the model unchanged
     example_epsilon: dict[str, float] | None = None  # per site, DP-SGD's (one-record) epsilon
 
 
@@ -79,6 +80,8 @@ class SimulationResult:
     config: SimulationConfig
     rounds: list[RoundRecord] = field(default_factory=list)
     stopped: str | None = None
+    interrupted: bool = False  # stopped by Ctrl-C (``stopped`` says at which round)
+    projection: dict | None = None  # the worst-case budget projection that stopped the run
     site_accuracy: dict[str, float] = field(default_factory=dict)
     site_global_accuracy: dict[str, float] = field(default_factory=dict)
     final_accuracy: float | None = None
@@ -330,12 +333,75 @@ class Simulation:
 
     # -- the run ----------------------------------------------------------------------------
     def run(self, *, on_round: Callable[[RoundRecord], None] | None = None,
-            progress: bool = False) -> SimulationResult:
+            progress: bool = False,
+            stop_requested: Callable[[], bool] | None = None) -> SimulationResult:
+        """Run every round. ``stop_requested`` is asked before each round (a Ctrl-C handler
+        that lets the round in flight finish); a ``KeyboardInterrupt`` raised inside a round
+        stops the run too. Either way the result says ``interrupted at round N``."""
         with single_threaded_torch():
-            return self._run(on_round, progress)
+            return self._run(on_round, progress, stop_requested)
 
-    def _run(self, on_round: Callable[[RoundRecord], None] | None,
-             progress: bool) -> SimulationResult:
+    def _budget_projection(self, r: int, global_flat: np.ndarray | None) -> dict:
+        """What round ``r`` would cost the site closest to its budget: at worst (only the
+        fewest sites the secure sum accepts survive; what a site must be able to afford before
+        it computes) and at best (every site is summed)."""
+        cfg = self.config
+        sites = self.consortium.sites
+        n = len(sites)
+        if cfg.distillation:
+            rows = np.asarray(self.consortium.splits.public.X).shape[0]
+            n_out = self.consortium.splits.n_outputs
+            sum_config = self._sum_config(clip=math.sqrt(rows * (1 if n_out > 1 else 4.0)),
+                                          max_weight=1.0)
+            dim = rows * n_out
+        else:
+            sum_config = self._sum_config(clip=cfg.update_clip, max_weight=1.0)
+            dim = global_flat.size
+        worst = self._worst_charge(sum_config, dim, n)
+        best = worst
+        fewest = n
+        if sum_config.secure:
+            rp = sum_config.round_privacy()
+            best = rp.event(rp.plan(dim=dim + 1, expected_clients=n), survivors=n)
+            fewest = min(n, choose_parameters(n).threshold)
+
+        def after(site: Site, event: PrivacyEvent) -> float:
+            try:
+                return float(site.ledger.check(event))
+            except BudgetExceeded as exc:
+                return float(exc.requested)
+
+        out = None
+        for site in sites:
+            if site.ledger is None:
+                continue
+            row = {"round": r, "site": site.site_id, "spent": float(site.ledger.spent()),
+                   "budget": float(site.ledger.budget.epsilon), "worst": after(site, worst),
+                   "best": after(site, best), "worst_survivors": fewest, "best_survivors": n}
+            if out is None or row["worst"] > out["worst"]:
+                out = row
+        return out or {"round": r}
+
+    @staticmethod
+    def _projection_text(p: dict, exc: BaseException) -> str:
+        if "worst" not in p:
+            return (f"stopped before round {p['round']}: a site's privacy budget would be "
+                    f"exceeded ({exc})")
+        head = (f"stopped before round {p['round']} on a worst-case projection: ")
+        if p["worst_survivors"] == p["best_survivors"] or p["worst"] == p["best"]:
+            return (head + f"round {p['round']} would take {p['site']} from epsilon "
+                    f"{p['spent']:.4g} to {p['worst']:.4g} > budget {p['budget']:.4g} "
+                    "(its charge does not depend on how many sites survive)")
+        best = (f"{p['best']:.4g}, within budget" if p["best"] <= p["budget"]
+                else f"{p['best']:.4g}, also over budget")
+        return (head + f"if only {p['worst_survivors']} of {p['best_survivors']} sites "
+                f"survived round {p['round']}, {p['site']} would go from epsilon "
+                f"{p['spent']:.4g} to {p['worst']:.4g} > budget {p['budget']:.4g}; at best, "
+                f"with all {p['best_survivors']} summed, to {best}. A site must afford the worst "
+                "case before it computes, since it cannot know who will survive")
+
+    def _run(self, on_round: Callable[[RoundRecord], None] | None, progress: bool,
+             stop_requested: Callable[[], bool] | None = None) -> SimulationResult:
         cfg = self.config
         result = SimulationResult(config=cfg, metric=self.metric)
         global_flat = None
@@ -351,11 +417,17 @@ class Simulation:
         bar = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=cfg.rounds, desc="rounds", unit="round", leave=False)
+            # disable=None: no bar when stderr is not a terminal (logs, pipes, tests).
+            bar = tqdm(total=cfg.rounds, desc="rounds", unit="round", leave=False, disable=None)
+        r = 0
         try:
             for r in range(1, cfg.rounds + 1):
+                if stop_requested is not None and stop_requested():
+                    result.stopped, result.interrupted = f"interrupted at round {r - 1}", True
+                    break
                 start = time.perf_counter()
                 note = None
+                aborted = False
                 extra: dict = {}
                 try:
                     if cfg.distillation:
@@ -363,14 +435,15 @@ class Simulation:
                     else:
                         global_flat, extra = self._shared_round(r, global_flat)
                 except BudgetExceeded as exc:
-                    result.stopped = (f"stopped before round {r}: a site's privacy budget would "
-                                      f"be exceeded ({exc})")
+                    result.projection = self._budget_projection(r, global_flat)
+                    result.stopped = self._projection_text(result.projection, exc)
                     break
                 except PolicyViolation as exc:
                     result.stopped = f"stopped before round {r}: a site refused the round ({exc})"
                     break
                 except ProtocolAbort as exc:
                     note = f"secure sum aborted in {exc.stage}: {exc}; nothing was revealed"
+                    aborted = True
                     extra = {"participants": 0, "planned": len(self.consortium.sites)}
                 score, loss = self._evaluate(r, global_flat)
                 record = RoundRecord(
@@ -380,12 +453,15 @@ class Simulation:
                     epsilon=self._epsilon(), example_epsilon=self._example_epsilon(),
                     seconds=time.perf_counter() - start,
                     wrap_rate=extra.get("wrap_rate"), secure_bytes=extra.get("secure_bytes"),
-                    student_accuracy=extra.get("student_accuracy"), note=note)
+                    student_accuracy=extra.get("student_accuracy"), note=note,
+                    aborted=aborted)
                 result.rounds.append(record)
                 if on_round is not None:
                     on_round(record)
                 if bar is not None:
                     bar.update()
+        except KeyboardInterrupt:  # Ctrl-C inside round r: stop; rounds before r are kept
+            result.stopped, result.interrupted = f"interrupted at round {r}", True
         finally:
             if bar is not None:
                 bar.close()
@@ -393,10 +469,12 @@ class Simulation:
         result.site_global_accuracy = self._site_global_scores(global_flat)
         result.epsilon = self._epsilon()
         result.example_epsilon = self._example_epsilon()
-        if result.rounds:
-            last = result.rounds[-1]
-            result.final_accuracy = last.accuracy
-        if cfg.personal_mode is not None:
+        if result.rounds and not all(x.aborted for x in result.rounds):
+            result.final_accuracy = result.rounds[-1].accuracy
+        if result.rounds and all(x.aborted for x in result.rounds):
+            result.final_meaning = ("every round's secure sum aborted, so the model never changed "
+                                    "from its initialisation")
+        elif cfg.personal_mode is not None:
             result.final_meaning = "mean of the sites' personal models on their own test splits"
         elif cfg.distillation:
             result.final_meaning = "mean of the sites' own models on the global test split"
