@@ -18,7 +18,7 @@ import click
 from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
 from cohort.options import Integer, Real, given, refuse
 
-from .adversary import ADVERSARIES, make_adversary
+from .adversary import ADVERSARIES, REGRESSION_ATTACKS, make_adversary
 from .config import MAX_DIM
 from .errors import ConfigurationError
 from .params import DEFAULT_DROPOUT_RATE, choose_parameters, required_modulus_bits
@@ -103,17 +103,22 @@ exact; writes no files. An aborted round prints what happened, then exits 3.
 @click.option("--drop-stage", type=click.Choice(_STAGES), default="masked_input",
               help="Stage before which the dropped clients stop (consistency_check needs "
                    "--malicious).")
-@click.option("--adversary", type=click.Choice(ADVERSARIES), default=None,
+@click.option("--adversary", type=click.Choice(ADVERSARIES + REGRESSION_ATTACKS), default=None,
               show_default="none: an honest server",
-              help="A canned attack by the server; inconsistent_views and forged_key need "
-                   "--malicious.")
+              help="An attack by the server: a canned one, or a regression attack of the "
+                   "review (two_views, private_roster, graph_grinding, forged_header, "
+                   "lying_shares); inconsistent_views, forged_key, two_views and "
+                   "private_roster need --malicious.")
+@click.option("--corrupt", type=Integer(min=0), default=0,
+              help="Clients 0..N-1 collude with the server: they hand over every share they "
+                   "hold (and the attacks use them).")
 @click.option("--seed", type=Integer(), default=0,
               help="Seed of the random inputs and of the dropout choice (never of keys).")
 @click.pass_context
 def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
             modulus_bits: int | None, neighbors: int | None, threshold: int | None,
             malicious: bool, dropout: float, drop_stage: str, adversary: str | None,
-            seed: int) -> int:
+            corrupt: int, seed: int) -> int:
     """Run one secure-aggregation round (SecAgg+) in process and report what the server saw.
 
     The inputs are random; the report checks the revealed sum against the plain sum of the
@@ -124,6 +129,7 @@ def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
     from rich.table import Table
 
     from . import ProtocolAbort, exposed_clients, simulate_round
+    from .oracle import leakage
 
     if given(ctx, "drop_stage") and dropout == 0:
         refuse("--drop-stage applies only with a --dropout above 0")
@@ -134,6 +140,9 @@ def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
             and not malicious:
         refuse(f"--adversary {adversary} is stopped only by malicious-server mode: add "
                "--malicious")
+    if corrupt >= clients:
+        refuse(f"--corrupt {corrupt} must leave at least one honest client of --clients "
+               f"{clients}")
     bits = _modulus(clients=clients, input_bits=input_bits, modulus_bits=modulus_bits)
     graph = _graph(clients=clients, neighbors=neighbors, threshold=threshold,
                    malicious=malicious, dropout_rate=DEFAULT_DROPOUT_RATE)
@@ -142,14 +151,25 @@ def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
     inputs = {c: rng.integers(0, 1 << input_bits, dim, dtype=np.uint64) for c in range(clients)}
     dropped = rng.choice(clients, size=int(round(dropout * clients)), replace=False).tolist()
     console = Console(soft_wrap=True)
+    attack = None if adversary is None else make_adversary(adversary, earlier=None) \
+        if adversary != "replay" else adversary
+    colluding = frozenset(range(corrupt))
+    if attack is not None and not isinstance(attack, str):
+        attack.corrupt = colluding
     try:
+        # The round is planned for at least the dropouts asked for (the model's minimum of
+        # survivors follows from it).
         result = simulate_round(inputs, modulus_bits=bits, malicious=malicious,
                                 neighbors=graph.neighbors, threshold=graph.threshold,
                                 dropouts={drop_stage: dropped} if dropped else None,
-                                adversary=adversary, input_bits=input_bits)
+                                adversary=attack, input_bits=input_bits, corrupt=colluding,
+                                dropout_rate=max(DEFAULT_DROPOUT_RATE, dropout))
     except ProtocolAbort as exc:
         console.print(f"[bold red]round aborted[/] in stage {exc.stage}: {exc}")
-        console.print("Nothing was revealed: the server never held enough shares to unmask.")
+        leaked = leakage(exc.transcript, exc.coalition).exposed
+        console.print("Nothing was revealed: the server and its corrupt clients never held "
+                      "enough shares to unmask anyone." if not leaked else
+                      f"[bold red]LEAK[/]: inputs of clients {sorted(leaked)} are recoverable")
         raise
     expected = sum(inputs[c] for c in result.included)  # uint64: wraps mod 2^64
     if bits < 64:
@@ -171,7 +191,12 @@ def harness(ctx: click.Context, clients: int, dim: int, input_bits: int,
         ("messages rejected", len(result.rejected)),
         ("messages seen by the server", len(result.transcript)),
         ("bytes seen by the server", result.transcript.total_bytes()),
-        ("inputs the server could unmask", len(exposed_clients(result.transcript))),
+        ("corrupt clients colluding with the server", corrupt),
+        ("inputs the server could unmask",
+         len(exposed_clients(result.transcript, corrupt=colluding))),
+        ("inputs the coalition could recover (oracle)",
+         len(leakage(result.transcript, result.coalition).exposed)),
+        ("share holders caught lying (ids)", ", ".join(map(str, sorted(result.liars))) or "none"),
         ("sum equals the plain sum of included inputs", "yes" if exact else "NO"),
     ]
     for what, value in rows:
