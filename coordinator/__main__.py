@@ -20,6 +20,10 @@ import click
 from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
 from cohort.options import Integer, Real, given, refuse
 
+# The range privacy.events.NOISE_MULTIPLIER_RANGE accepts (literal here so that --help does
+# not import torch; a test keeps the two equal).
+NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
+
 __all__ = ["simulate", "main"]
 
 _DATASETS = ("breast_cancer", "digits", "diabetes")
@@ -219,9 +223,11 @@ whose every round aborted exits 3; one refused by a budget before its first roun
 @click.option("--dp", type=click.Choice(["none", "central", "distributed", "local"]),
               default="none",
               help="Differential privacy of the released sums: none; central (the coordinator "
-                   "adds Gaussian noise); distributed (each site adds its share of Skellam "
-                   "noise under the secure sum); local (each site adds all the noise).")
-@click.option("--noise-multiplier", type=Real(min=0.0, min_open=True), default=1.0,
+                   "adds discrete Gaussian noise to the modular sum before decoding); "
+                   "distributed (each site adds its share of Skellam noise under the secure "
+                   "sum); local (each site adds all the noise).")
+@click.option("--noise-multiplier", type=Real(min=NOISE_MULTIPLIER_RANGE[0],
+                                                  max=NOISE_MULTIPLIER_RANGE[1]), default=1.0,
               help="With --dp: noise standard deviation over the clip norm.")
 @click.option("--clip", type=Real(min=0.0, min_open=True), default=None,
               show_default="1 with --dp, 10 without",
@@ -254,7 +260,9 @@ whose every round aborted exits 3; one refused by a budget before its first roun
 @click.option("--dp-sgd", is_flag=True, default=False,
               help="Train every site's model with example-level DP-SGD (Opacus; not with "
                    "distillation). Its epsilon protects one record and is reported apart.")
-@click.option("--dp-sgd-noise-multiplier", type=Real(min=0.0, min_open=True), default=1.0,
+@click.option("--dp-sgd-noise-multiplier", type=Real(min=NOISE_MULTIPLIER_RANGE[0],
+                                                         max=NOISE_MULTIPLIER_RANGE[1]),
+              default=1.0,
               help="With --dp-sgd: noise standard deviation over the per-record clip.")
 @click.option("--dp-sgd-max-grad-norm", type=Real(min=0.0, min_open=True), default=1.0,
               help="With --dp-sgd: per-record gradient clip (L2).")

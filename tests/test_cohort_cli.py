@@ -237,3 +237,11 @@ def test_simulate_help_lists_the_output_files_and_choices(capfd) -> None:
                  "label_dirichlet", "Exit codes"):
         assert text in proc.stdout, text
     assert {e.name for e in COMMANDS} >= {"simulate", "harness", "bench", "epsilon"}
+
+
+def test_cli_noise_multiplier_range_is_the_events_range():
+    """The simulate flags check the range the privacy events accept, without importing torch."""
+    from coordinator.__main__ import NOISE_MULTIPLIER_RANGE
+    from privacy.events import NOISE_MULTIPLIER_RANGE as EVENTS_RANGE
+
+    assert NOISE_MULTIPLIER_RANGE == EVENTS_RANGE
