@@ -107,6 +107,7 @@ class SecAggServer:
         self._eligible: frozenset[int] = frozenset(config.clients)
         self._advertised: dict[int, Advertise] = {}
         self._entries: tuple[RosterEntry, ...] = ()
+        self._keys_seen: set[bytes] = set()
         self._roster_digest = b""
         self._neighbors: Mapping[int, frozenset[int]] = {}
         self._ranks: dict[int, dict[int, int]] = {}
@@ -194,9 +195,7 @@ class SecAggServer:
             crypto.load_public(message.mask_key)
             if message.channel_key == message.mask_key:
                 raise InvalidMessage("channel and mask keys must differ")
-            if any(message.channel_key in (a.channel_key, a.mask_key)
-                   or message.mask_key in (a.channel_key, a.mask_key)
-                   for a in self._received.values()):
+            if message.channel_key in self._keys_seen or message.mask_key in self._keys_seen:
                 raise InvalidMessage("a public key is already in the roster")
             if config.malicious and self._directory is not None:
                 public = self._directory.get(message.sender)
@@ -259,6 +258,8 @@ class SecAggServer:
                 target.setdefault(about, []).append((ranks[about][sender], y, sender))
             self._received[sender] = True
         else:
+            if isinstance(message, Advertise):
+                self._keys_seen.update((message.channel_key, message.mask_key))
             self._received[sender] = message
 
     # -- closing stages ----------------------------------------------------------------------
