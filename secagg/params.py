@@ -129,10 +129,13 @@ def _log_prob_disconnected(n: int, k: int, bad: int) -> float:
 def _threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
                    malicious: bool) -> int | None:
     per_event = SECURITY_BITS + 1
-    if _log_prob_disconnected(n, k, math.floor((corrupt_rate + _EPS) * n)
+    # Corrupt clients are counted as max_corrupt does (rounded up), the same count every
+    # client's check uses; rounding down here would size t for fewer corrupt clients than the
+    # model admits (at n = 33 and 5%: t = 2 against two corrupt neighbours).
+    if _log_prob_disconnected(n, k, max_corrupt(n, corrupt_rate)
                               + math.floor((dropout_rate + _EPS) * n)) >= -per_event * math.log(2):
         return None
-    corrupt = math.floor((corrupt_rate + _EPS) * n)
+    corrupt = max_corrupt(n, corrupt_rate)
     survivors = math.ceil((1 - dropout_rate - _EPS) * n)
     adversarial = _Hypergeometric(n, corrupt, k)
     surviving = _Hypergeometric(n, survivors, k)
@@ -204,7 +207,7 @@ def max_corrupt_neighbors(n: int, k: int, corrupt_rate: float) -> int:
     """
     if k >= n - 1:
         return max_corrupt(n, corrupt_rate)
-    corrupt = math.floor((corrupt_rate + _EPS) * n)
+    corrupt = max_corrupt(n, corrupt_rate)
     return _Hypergeometric(n, corrupt, k).smallest_sf_below(2.0 ** -(SECURITY_BITS + 1) / n)
 
 

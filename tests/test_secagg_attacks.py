@@ -273,3 +273,16 @@ def test_defaults_hold_against_two_views_at_other_n(n):
         attack.corrupt = corrupt
         _, leak = _play(inputs, malicious=True, adversary=attack)
         assert not leak.exposed
+
+
+@pytest.mark.parametrize("n", [33, 35, 39, 64])
+def test_passive_corrupt_clients_at_the_models_count_recover_nothing(n):
+    """Review (attacker) finding: the finder sized t for floor(gamma * n) corrupt clients while
+    the model admits ceil(gamma * n); at n = 33..39 two passive corrupt neighbours held t = 2
+    shares of both secrets of an honest client. Corrupt clients are now counted up everywhere."""
+    corrupt = frozenset(range(max_corrupt(n, 0.05)))
+    for seed in range(3):
+        result = simulate_round(_inputs(n, seed=seed), modulus_bits=BITS, corrupt=corrupt,
+                                seed=seed)
+        assert not leakage(result.transcript, result.coalition).exposed
+        assert not exposed_clients(result.transcript, corrupt=corrupt)

@@ -4,6 +4,7 @@ graph every client derives is the one the server derives."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -30,12 +31,26 @@ def test_parameter_finder_reproduces_table(row):
     n, gamma = row["clients"], row["corrupt_rate"]
     found = harary_parameters(n, corrupt_rate=gamma, dropout_rate=row["dropout_rate"],
                               malicious=malicious)
-    assert found is not None
+    rounded = math.floor(gamma * n) != math.ceil(gamma * n)
+    if found is None:
+        # Only where Cohort counts one more corrupt client than the table (see below): then
+        # no sparse degree is secure, and the complete graph is what the finder falls back to.
+        assert rounded
+        full = choose_parameters(n, corrupt_rate=gamma, dropout_rate=row["dropout_rate"],
+                                 malicious=malicious)
+        assert full.neighbors == n - 1
+        return
     c = max_corrupt_neighbors(n, found.neighbors, gamma)
     if not malicious:
-        assert found.neighbors == row["degree"]
-        assert found.threshold <= row["threshold"]
         assert found.threshold > c
+        if not rounded:
+            assert found.neighbors == row["degree"]
+            assert found.threshold <= row["threshold"]
+        else:
+            # Google's finder counts floor(gamma * n) corrupt clients; Cohort's model admits
+            # ceil(gamma * n) (a review found t = 2 against two corrupt neighbours at n = 33
+            # otherwise), so where they differ the degree may only grow.
+            assert found.neighbors >= row["degree"]
         return
     assert 2 * found.threshold > found.neighbors + 1 + c
     table_c = max_corrupt_neighbors(n, row["degree"], gamma)
