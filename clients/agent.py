@@ -96,7 +96,7 @@ class SiteAgent:
     def __init__(self, *, base_url: str, tls: ssl.SSLContext, identity: Ed25519PrivateKey,
                  client_id: int, participant: RoundParticipant, poll_wait: float = 10.0,
                  max_polls: int = 1000, run_seconds: float = 600.0, max_attempts: int = 6,
-                 backoff_base: float = 0.1, backoff_cap: float = 5.0,
+                 backoff_base: float = 0.1, backoff_cap: float = 5.0, start_after: int = 0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url
         self.identity = identity
@@ -108,6 +108,7 @@ class SiteAgent:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        self.start_after = start_after  # first step to ask for (a participant already under way)
         self._sleep = sleep
         self._http = httpx.Client(base_url=base_url, verify=tls,
                                   timeout=httpx.Timeout(poll_wait + 30.0, connect=10.0))
@@ -148,7 +149,7 @@ class SiteAgent:
         report = self.report
         start = time.monotonic()
         deadline = start + self.run_seconds
-        after = 0
+        after = self.start_after
         try:
             while report.polls < self.max_polls and time.monotonic() < deadline:
                 report.polls += 1

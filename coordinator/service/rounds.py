@@ -148,12 +148,13 @@ class RoundSession:
         with self._lock:
             if site not in self.cohort:
                 return Finished("not_in_round")
+            if site in self.dropouts or (self.state is RoundState.OPEN
+                                         and site not in self._outbox):
+                return Finished("dropped")
             if self.state is RoundState.DONE:
                 return Finished("done")
             if self.state is RoundState.ABORTED:
                 return Finished("aborted")
-            if site not in self._outbox:
-                return Finished("dropped")
             if self.step >= after:
                 return Work(self.step, self.stage, self._outbox[site])
             return None
