@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 from secagg import envelope
 from secagg.errors import CohortError, InvalidMessage, NotEnrolled
 
-from .errors import BodyTimeout, MessageTooLarge, NoRound, WrongSender, status_for
+from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
 from .rounds import Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, Work
 from .roster import SiteIdentity, SiteRoster, SiteStatus, fingerprint
 from .tls import peer_certificate
@@ -176,6 +177,8 @@ def create_app(service: CoordinatorService) -> FastAPI:
     @app.get("/v1/work")
     async def work(request: Request, after: int = 0, wait: float | None = None) -> Response:
         site = service.identify(request)
+        if wait is not None and not math.isfinite(wait):
+            raise InvalidRequest("wait must be a finite number of seconds")
         hold = service.poll_hold if wait is None else max(0.0, min(wait, service.poll_hold))
         until = time.monotonic() + hold
         while True:

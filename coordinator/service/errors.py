@@ -11,7 +11,11 @@ from __future__ import annotations
 from secagg.envelope import InvalidSignature, MalformedEnvelope
 from secagg.errors import CohortError, InvalidMessage, NotEnrolled, ProtocolAbort, StageError
 
-__all__ = ["MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound", "status_for"]
+__all__ = ["InvalidRequest", "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound", "status_for"]
+
+
+class InvalidRequest(CohortError):
+    """A request whose parameters make no sense (not a protocol message at all)."""
 
 
 class MessageTooLarge(InvalidMessage):
