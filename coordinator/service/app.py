@@ -208,7 +208,7 @@ def create_app(service: CoordinatorService) -> FastAPI:
         if sealed.round_id != session.round_id or sealed.step != step:
             raise InvalidMessage("the envelope is for another round or step than its URL")
         outcome = session.accept(site.client_id, sealed.round_id, sealed.step, sealed.stage,
-                                 sealed.body, data)
+                                 sealed.body, data, digest=sealed.digest)
         log.info("site %s step %d (%s): %s, %d bytes", site.site_name, step, sealed.stage,
                  outcome.value, len(sealed.body))
         return JSONResponse({"outcome": outcome.value, "step": step})

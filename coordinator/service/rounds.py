@@ -168,8 +168,11 @@ class RoundSession:
 
     # -- the one path every message takes -----------------------------------------------------
     def accept(self, site: int, round_id: bytes, step: int, stage: str, body: bytes,
-               envelope: bytes) -> Outcome:
-        digest = hashlib.sha256(body).digest()
+               envelope: bytes, *, digest: bytes | None = None) -> Outcome:
+        """``digest`` is sha256(body) when the caller has already checked it (a verified
+        envelope), to save hashing a large body twice."""
+        if digest is None:
+            digest = hashlib.sha256(body).digest()
         with self._lock:
             if round_id != self.round_id:
                 raise NoRound("the message belongs to another round")

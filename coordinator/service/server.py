@@ -45,7 +45,9 @@ class ServerHandle:
 
 def serve_in_thread(app, context: ssl.SSLContext, *, host: str = "127.0.0.1", port: int = 0,
                     start_timeout: float = 10.0) -> ServerHandle:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on sockets that say they are TCP,
+    # and without it every response waits ~40 ms for the peer's delayed ACK (Nagle).
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     server = uvicorn.Server(uvicorn_config(app, context))
