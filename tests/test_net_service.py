@@ -419,3 +419,46 @@ def test_memory_inbox_is_keyed_by_round_step_and_site() -> None:
     inbox.put(b"r" * 16, 0, "advertise_keys", 1, b"env", b"d" * 32)
     assert inbox.digest(b"r" * 16, 0, 1) == b"d" * 32
     assert inbox.digest(b"r" * 16, 1, 1) is None and inbox.count(b"r" * 16) == 1
+
+
+def _raw(pki, url: str, request: bytes, *, read_for: float = 3.0) -> bytes:
+    """Send raw bytes over a mutual-TLS connection as site 1; return what came back."""
+    import socket
+    host, port = url.removeprefix("https://").split(":")
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    kit = pki.sites[1].tls
+    ctx.load_cert_chain(str(kit.cert), str(kit.key))
+    with socket.create_connection((host, int(port)), timeout=read_for) as raw, \
+            ctx.wrap_socket(raw, server_hostname=host) as tls:
+        tls.sendall(request)
+        out = b""
+        try:
+            while chunk := tls.recv(65536):
+                out += chunk
+                if b"\r\n\r\n" in out:
+                    break
+        except (TimeoutError, OSError):
+            pass
+    return out
+
+
+def test_a_lying_content_length_is_bounded(pki) -> None:
+    run = start_service(pki, poll_hold=0.5, body_timeout=0.5)
+    try:
+        config = round_config(3, 64)
+        server, session = open_secagg_round(run, config, stage_timeout=60)
+        before = _state(server, session)
+        path = f"/v1/rounds/{config.round_id.hex()}/steps/0"
+        head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Content-Type: application/octet-stream\r\n")
+        # Claims 100 bytes, sends 20,000: only the 100 are read as the body; the rest is junk.
+        out = _raw(pki, run.url,
+                   (head + "Content-Length: 100\r\n\r\n").encode() + b"\x00" * 20_000)
+        assert out.startswith(b"HTTP/1.1 400")
+        # Claims 300 (within the limit), sends 10 and stalls: the read deadline ends it.
+        t0 = time.monotonic()
+        out = _raw(pki, run.url, (head + "Content-Length: 300\r\n\r\n").encode() + b"\x00" * 10)
+        assert out.startswith(b"HTTP/1.1 408") and time.monotonic() - t0 < 3.0
+        assert _state(server, session) == before
+    finally:
+        run.stop()
