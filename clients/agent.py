@@ -1,0 +1,220 @@
+"""The site agent's network loop: outbound HTTPS only, long-polling for work, every reply signed.
+
+The agent drives a :class:`RoundParticipant` (the site-side half of one round) against the
+coordinator's ``/v1`` API::
+
+    after = 0
+    loop (bounded by max_polls and run_seconds):
+        GET /v1/work?after=<after>            (retried with back-off on transport errors/5xx)
+          204 -> poll again
+          410 -> the round is over for this site (done, aborted, dropped): stop
+          200 -> step, stage, round from the headers; the body is the coordinator's message
+                 reply = participant.start() at step 0, else participant.on_message(body)
+                 None -> stop (the participant is done)
+                 POST /v1/rounds/<round>/steps/<step> the reply in a signed envelope
+                      (retried: the coordinator treats the same bytes again as a duplicate)
+                 after = step + 1
+
+Connections are TLS 1.3 with the site's client certificate, the coordinator checked against the
+consortium CA and its host name. The report and the log say what was sent (steps, stages, byte
+counts, status codes), never key material or message contents.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from secagg import envelope
+from secagg.errors import CohortError, ProtocolAbort
+
+__all__ = ["RoundParticipant", "SiteAgent", "AgentReport", "StepSent", "site_tls_context",
+           "backoff_delay"]
+
+log = logging.getLogger("cohort.agent")
+
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class RoundParticipant(Protocol):
+    """The site side of one round."""
+
+    def start(self) -> bytes: ...
+
+    def on_message(self, data: bytes) -> bytes | None: ...
+
+
+def site_tls_context(*, certfile: str | Path, keyfile: str | Path,
+                     cafile: str | Path) -> ssl.SSLContext:
+    """TLS 1.3, the coordinator checked against the consortium CA, the site's own certificate."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cafile))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_cert_chain(str(certfile), str(keyfile))
+    return ctx
+
+
+def backoff_delay(attempt: int, *, base: float, cap: float,
+                  rng: Callable[[], float] = random.random) -> float:
+    """Exponential back-off with jitter: uniform in [d/2, d] for d = min(cap, base * 2**attempt)."""
+    d = min(cap, base * (2 ** attempt))
+    return d / 2 + rng() * d / 2
+
+
+@dataclass(frozen=True)
+class StepSent:
+    step: int
+    stage: str
+    bytes: int
+    outcome: str
+
+
+@dataclass
+class AgentReport:
+    client_id: int
+    outcome: str = "stopped"  # done, aborted, dropped, not_in_round, refused, gave_up, ...
+    detail: str = ""
+    steps: list[StepSent] = field(default_factory=list)
+    polls: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+
+
+class _GiveUp(Exception):
+    pass
+
+
+class SiteAgent:
+    def __init__(self, *, base_url: str, tls: ssl.SSLContext, identity: Ed25519PrivateKey,
+                 client_id: int, participant: RoundParticipant, poll_wait: float = 10.0,
+                 max_polls: int = 1000, run_seconds: float = 600.0, max_attempts: int = 6,
+                 backoff_base: float = 0.1, backoff_cap: float = 5.0, start_after: int = 0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.base_url = base_url
+        self.identity = identity
+        self.client_id = client_id
+        self.participant = participant
+        self.poll_wait = poll_wait
+        self.max_polls = max_polls
+        self.run_seconds = run_seconds
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.start_after = start_after  # first step to ask for (a participant already under way)
+        self._sleep = sleep
+        self._http = httpx.Client(base_url=base_url, verify=tls,
+                                  timeout=httpx.Timeout(poll_wait + 30.0, connect=10.0))
+        self.report = AgentReport(client_id)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "SiteAgent":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- one request, retried -------------------------------------------------------------------
+    def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> httpx.Response:
+        for attempt in range(self.max_attempts):
+            try:
+                response = self._http.request(method, url, **kwargs)
+                if response.status_code not in _RETRY_STATUS:
+                    return response
+                why = f"HTTP {response.status_code}"
+            except httpx.TransportError as exc:
+                why = type(exc).__name__
+            if attempt + 1 == self.max_attempts:
+                break
+            delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
+            if time.monotonic() + delay > deadline:
+                break
+            self.report.retries += 1
+            log.info("site %d: %s %s failed (%s); retrying in %.2fs", self.client_id, method,
+                     url.split("?")[0], why, delay)
+            self._sleep(delay)
+        raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt + 1} attempts")
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> AgentReport:
+        report = self.report
+        start = time.monotonic()
+        deadline = start + self.run_seconds
+        after = self.start_after
+        try:
+            while report.polls < self.max_polls and time.monotonic() < deadline:
+                report.polls += 1
+                r = self._request("GET", f"/v1/work?after={after}&wait={self.poll_wait}",
+                                  deadline=deadline)
+                if r.status_code == 204:
+                    continue
+                if r.status_code == 410:
+                    report.outcome = _json(r).get("state", "finished")
+                    break
+                if r.status_code != 200:
+                    report.outcome, report.detail = "refused", _refusal(r)
+                    break
+                round_id = bytes.fromhex(r.headers["cohort-round"])
+                step = int(r.headers["cohort-step"])
+                stage = r.headers["cohort-stage"]
+                try:
+                    reply = (self.participant.start() if step == 0
+                             else self.participant.on_message(r.content))
+                except ProtocolAbort as exc:
+                    report.outcome, report.detail = "aborted", f"{type(exc).__name__}: {exc}"
+                    break
+                if reply is None:
+                    report.outcome = "done"
+                    break
+                sealed = envelope.seal(self.identity, round_id=round_id, client=self.client_id,
+                                       step=step, stage=stage, body=reply)
+                p = self._request("POST", f"/v1/rounds/{round_id.hex()}/steps/{step}",
+                                  content=sealed, deadline=deadline,
+                                  headers={"content-type": "application/octet-stream"})
+                if p.status_code == 200:
+                    outcome = _json(p).get("outcome", "accepted")
+                    report.steps.append(StepSent(step, stage, len(reply), outcome))
+                    log.info("site %d: step %d (%s) sent %d bytes: %s", self.client_id, step,
+                             stage, len(reply), outcome)
+                    after = step + 1
+                elif p.status_code == 409:
+                    # The round moved on without us (our step closed): ask what is left.
+                    log.info("site %d: step %d (%s) refused as too late: %s", self.client_id,
+                             step, stage, _refusal(p))
+                    after = step + 1
+                else:
+                    report.outcome, report.detail = "refused", _refusal(p)
+                    break
+            else:
+                report.outcome = "gave_up"
+                report.detail = "poll budget or run time exhausted"
+        except _GiveUp as exc:
+            report.outcome, report.detail = "gave_up", str(exc)
+        except CohortError as exc:
+            report.outcome, report.detail = "error", f"{type(exc).__name__}: {exc}"
+        report.seconds = time.monotonic() - start
+        log.info("site %d: %s after %d polls, %d steps, %d retries (%s)", self.client_id,
+                 report.outcome, report.polls, len(report.steps), report.retries, report.detail)
+        return report
+
+
+def _json(r: httpx.Response) -> dict:
+    try:
+        data = r.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _refusal(r: httpx.Response) -> str:
+    data = _json(r)
+    return f"HTTP {r.status_code} {data.get('error', '')}: {data.get('detail', '')}".strip()

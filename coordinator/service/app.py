@@ -1,0 +1,232 @@
+"""The coordinator's HTTPS API (FastAPI), version 1.
+
+``GET  /v1/work?after=N``                  long-poll: the open round's message for the calling
+                                           site at step >= N (200, binary body, headers
+                                           ``Cohort-Round``/``Cohort-Step``/``Cohort-Stage``),
+                                           204 when nothing came within the hold time, 410 with
+                                           ``{"state": done|aborted|dropped|not_in_round}`` when
+                                           the site has nothing more to do in this round.
+``POST /v1/rounds/{round}/steps/{step}``   one signed envelope (``application/octet-stream``);
+                                           200 ``{"outcome": "accepted"|"duplicate"}``.
+``GET  /v1/status``                        the open round's state, and the caller's standing.
+
+Who is calling is the roster entry of the client certificate the TLS handshake verified (see
+:mod:`.tls`), looked up on every request, so a revoked site is refused from its next request on;
+no header or body field is ever taken as an identity. A posted envelope must name that same site
+and verify under its identity key before :meth:`RoundSession.accept` sees it. Bodies are checked
+against the step's size limit before they are read (Content-Length) and while they are read (a
+length that lies, or chunked bodies), within a read deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from secagg import envelope
+from secagg.errors import CohortError, InvalidMessage, NotEnrolled
+
+from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
+from .rounds import Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, Work
+from .roster import SiteIdentity, SiteRoster, SiteStatus, fingerprint
+from .tls import peer_certificate
+
+__all__ = ["CoordinatorService", "create_app"]
+
+log = logging.getLogger("cohort.service")
+
+
+class CoordinatorService:
+    """The service's state: the roster it consults and the round it runs (one at a time)."""
+
+    def __init__(self, roster: SiteRoster, *, poll_hold: float = 10.0,
+                 body_timeout: float = 30.0, tick: float = 0.05) -> None:
+        self.roster = roster
+        self.poll_hold = poll_hold
+        self.body_timeout = body_timeout
+        self.tick_seconds = tick
+        self.session: RoundSession | None = None
+        self.requests = 0  # requests that reached the app (a refused handshake never does)
+        self.last_seen: dict[int, float] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+
+    def open_round(self, round_id: bytes, host: RoundHost, *, cohort: frozenset[int],
+                   limits: Callable[[object], int], stage_timeout: float,
+                   inbox: InboxStore | None = None) -> RoundSession:
+        session = RoundSession(round_id, host, frozenset(cohort), limits, stage_timeout,
+                               inbox=inbox if inbox is not None else MemoryInbox(),
+                               on_change=self._notify)
+        with self._lock:
+            self.session = session
+        log.info("round %s open: %d sites, stage timeout %.1fs", round_id.hex()[:16],
+                 len(cohort), stage_timeout)
+        self._notify()
+        return session
+
+    # -- wake-ups for long polls (set from the loop, or from another thread) ---------------------
+    def _notify(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._fire()
+        else:
+            loop.call_soon_threadsafe(self._fire)
+
+    def _fire(self) -> None:
+        if self._event is not None:
+            self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait_change(self, timeout: float) -> None:
+        event = self._event
+        if event is None:
+            await asyncio.sleep(timeout)
+            return
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+
+    async def ticker(self) -> None:
+        while True:
+            session = self.session
+            if session is not None:
+                session.tick()
+            await asyncio.sleep(self.tick_seconds)
+
+    # -- identity --------------------------------------------------------------------------------
+    def identify(self, request: Request) -> SiteIdentity:
+        self.requests += 1
+        der = peer_certificate(request.scope)
+        if der is None:
+            raise NotEnrolled("no verified client certificate on this connection")
+        site = self.roster.by_fingerprint(fingerprint(der))
+        if site is None or site.status is not SiteStatus.ACTIVE:
+            raise NotEnrolled("this certificate is not an active site of the consortium")
+        self.last_seen[site.client_id] = time.monotonic()
+        return site
+
+    def current(self, round_hex: str) -> RoundSession:
+        session = self.session
+        try:
+            round_id = bytes.fromhex(round_hex)
+        except ValueError:
+            raise NoRound("not a round id") from None
+        if session is None or session.round_id != round_id:
+            raise NoRound("no such open round")
+        return session
+
+
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise InvalidMessage("bad Content-Length")
+        if int(declared) > limit:
+            raise MessageTooLarge(f"the body is over this step's limit of {limit} bytes")
+    buf = bytearray()
+
+    async def read() -> None:
+        async for chunk in request.stream():
+            buf.extend(chunk)
+            if len(buf) > limit:
+                raise MessageTooLarge(f"the body is over this step's limit of {limit} bytes")
+
+    try:
+        await asyncio.wait_for(read(), timeout)
+    except asyncio.TimeoutError:
+        raise BodyTimeout("the body did not arrive in time") from None
+    return bytes(buf)
+
+
+def create_app(service: CoordinatorService) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service._loop = asyncio.get_running_loop()
+        service._fire()
+        task = asyncio.create_task(service.ticker())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(title="Cohort coordinator", version="1", lifespan=lifespan)
+
+    @app.exception_handler(CohortError)
+    async def refused(request: Request, exc: CohortError) -> JSONResponse:
+        status = status_for(exc)
+        log.info("refused %s %s: %d %s", request.method, request.url.path, status,
+                 type(exc).__name__)
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
+
+    @app.get("/v1/work")
+    async def work(request: Request, after: int = 0, wait: float | None = None) -> Response:
+        site = service.identify(request)
+        if wait is not None and not math.isfinite(wait):
+            raise InvalidRequest("wait must be a finite number of seconds")
+        hold = service.poll_hold if wait is None else max(0.0, min(wait, service.poll_hold))
+        until = time.monotonic() + hold
+        while True:
+            session = service.session
+            item = None if session is None else session.work_for(site.client_id, after)
+            if isinstance(item, Work):
+                return Response(item.body, media_type="application/octet-stream", headers={
+                    "Cohort-Round": session.round_id.hex(), "Cohort-Step": str(item.step),
+                    "Cohort-Stage": item.stage})
+            if isinstance(item, Finished):
+                return JSONResponse({"state": item.reason}, 410)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return Response(status_code=204)
+            await service.wait_change(remaining)
+
+    @app.post("/v1/rounds/{round_hex}/steps/{step}")
+    async def post_message(request: Request, round_hex: str, step: int) -> JSONResponse:
+        site = service.identify(request)
+        session = service.current(round_hex)
+        limit = session.limit_for(step) + envelope.MAX_OVERHEAD
+        data = await _read_body(request, limit, service.body_timeout)
+        sealed = envelope.parse(data)
+        if sealed.client != site.client_id:
+            raise WrongSender("the envelope names another site than this connection's")
+        sealed.verify(site.identity_public)
+        if sealed.round_id != session.round_id or sealed.step != step:
+            raise InvalidMessage("the envelope is for another round or step than its URL")
+        outcome = session.accept(site.client_id, sealed.round_id, sealed.step, sealed.stage,
+                                 sealed.body, data, digest=sealed.digest)
+        log.info("site %s step %d (%s): %s, %d bytes", site.site_name, step, sealed.stage,
+                 outcome.value, len(sealed.body))
+        return JSONResponse({"outcome": outcome.value, "step": step})
+
+    @app.get("/v1/status")
+    async def status(request: Request) -> JSONResponse:
+        site = service.identify(request)
+        session = service.session
+        if session is None:
+            return JSONResponse({"round": None, "you": site.site_name})
+        snap = session.snapshot()
+        you = {"site": site.site_name, "in_round": site.client_id in session.cohort,
+               "answered_this_step": site.client_id in snap["answered"],
+               "dropped": site.client_id in snap["dropouts"]}
+        return JSONResponse({"round": snap["round"], "state": snap["state"],
+                             "step": snap["step"], "stage": snap["stage"],
+                             "answered": len(snap["answered"]), "pending": len(snap["pending"]),
+                             "dropouts": len(snap["dropouts"]),
+                             "deadline_in": snap["deadline_in"], "you": you})
+
+    return app

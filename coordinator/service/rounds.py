@@ -1,0 +1,246 @@
+"""One round as the service runs it: steps, deadlines, dropouts and the inbox.
+
+The service is byte-oriented and does not know what is summed. It drives a :class:`RoundHost`
+(the coordinator-side half of one round) through *steps*: step 0 is every cohort member's first
+message; each later step is the host's answer to :meth:`RoundHost.close_stage`, one message per
+site. A stage with two client messages (secagg's advertise_keys: advertise, then the nonce
+reveal) is two steps with the same stage name.
+
+State machine of a :class:`RoundSession`::
+
+    OPEN(step s, deadline) --every pending site answered, or the deadline passed-->
+        close_stage(): {} -> DONE | messages -> OPEN(step s + 1, new deadline)
+                       | ProtocolAbort -> ABORTED
+    a site still pending when its step closes is a dropout: it gets no later work.
+
+Every message goes through :meth:`RoundSession.accept`, which checks it against the open round
+(round id, step, stage, the site's standing), hands it to the host, and only then records it in
+the :class:`InboxStore`, the seam where durable state plugs in: same (round, step, site) and
+same bytes again is an idempotent duplicate, different bytes are refused, and nothing a refused
+message carried changes anything. The session never reads a clock itself except through the
+``clock`` it is given, and never touches the network.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from secagg.errors import CohortError, ProtocolAbort, StageError
+
+from .errors import NoRound
+
+__all__ = ["RoundHost", "InboxStore", "MemoryInbox", "RoundState", "RoundSession", "Work",
+           "Finished", "Outcome", "StepRecord"]
+
+
+class RoundHost(Protocol):
+    """The coordinator side of one round."""
+
+    stage: object
+
+    def receive(self, sender: int, data: bytes) -> None: ...
+
+    def close_stage(self) -> dict[int, bytes]: ...
+
+    def pending(self) -> frozenset[int]: ...
+
+
+class InboxStore(Protocol):
+    """Every accepted message, keyed by (round, step, site); the durable store replaces this."""
+
+    def digest(self, round_id: bytes, step: int, site: int) -> bytes | None: ...
+
+    def put(self, round_id: bytes, step: int, stage: str, site: int, envelope: bytes,
+            digest: bytes) -> None: ...
+
+    def count(self, round_id: bytes) -> int: ...
+
+
+class MemoryInbox:
+    def __init__(self) -> None:
+        self._messages: dict[tuple[bytes, int, int], tuple[str, bytes, bytes]] = {}
+
+    def digest(self, round_id: bytes, step: int, site: int) -> bytes | None:
+        entry = self._messages.get((round_id, step, site))
+        return None if entry is None else entry[2]
+
+    def put(self, round_id: bytes, step: int, stage: str, site: int, envelope: bytes,
+            digest: bytes) -> None:
+        self._messages[(round_id, step, site)] = (stage, envelope, digest)
+
+    def count(self, round_id: bytes) -> int:
+        return sum(1 for key in self._messages if key[0] == round_id)
+
+    def envelopes(self, round_id: bytes) -> list[tuple[int, int, str, bytes]]:
+        """(step, site, stage, envelope) for a round, in order: the verifiable transcript."""
+        return sorted((step, site, stage, env) for (r, step, site), (stage, env, _)
+                      in self._messages.items() if r == round_id)
+
+
+class RoundState(enum.Enum):
+    OPEN = "open"
+    DONE = "done"
+    ABORTED = "aborted"
+
+
+class Outcome(enum.Enum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Work:
+    step: int
+    stage: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # done, aborted, dropped, not_in_round
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    step: int
+    stage: str
+    answered: frozenset[int]
+    silent: frozenset[int]
+
+
+def stage_name(stage: object) -> str:
+    value = getattr(stage, "value", stage)
+    return str(value)
+
+
+@dataclass
+class RoundSession:
+    round_id: bytes
+    host: RoundHost
+    cohort: frozenset[int]
+    limits: Callable[[object], int]  # the host's stage -> most body bytes a site may send
+    stage_timeout: float
+    inbox: InboxStore = field(default_factory=MemoryInbox)
+    clock: Callable[[], float] = time.monotonic
+    on_change: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.RLock()
+        self.state = RoundState.OPEN
+        self.step = 0
+        self.stage = stage_name(self.host.stage)
+        self._step_stages: dict[int, object] = {0: self.host.stage}
+        self._outbox: Mapping[int, bytes] = {c: b"" for c in self.cohort}
+        self._answered: set[int] = set()
+        self.deadline = self.clock() + self.stage_timeout
+        self.dropouts: set[int] = set()
+        self.history: list[StepRecord] = []
+        self.abort_reason: str | None = None
+
+    # -- what a site may ask -----------------------------------------------------------------
+    def work_for(self, site: int, after: int) -> Work | Finished | None:
+        with self._lock:
+            if site not in self.cohort:
+                return Finished("not_in_round")
+            if site in self.dropouts or (self.state is RoundState.OPEN
+                                         and site not in self._outbox):
+                return Finished("dropped")
+            if self.state is RoundState.DONE:
+                return Finished("done")
+            if self.state is RoundState.ABORTED:
+                return Finished("aborted")
+            if self.step >= after:
+                return Work(self.step, self.stage, self._outbox[site])
+            return None
+
+    def limit_for(self, step: int) -> int:
+        """Most body bytes a site may post to ``step`` (refused with 409 when no such step)."""
+        with self._lock:
+            if step not in self._step_stages:
+                raise StageError("no such step in this round")
+            return self.limits(self._step_stages[step])
+
+    # -- the one path every message takes -----------------------------------------------------
+    def accept(self, site: int, round_id: bytes, step: int, stage: str, body: bytes,
+               envelope: bytes, *, digest: bytes | None = None) -> Outcome:
+        """``digest`` is sha256(body) when the caller has already checked it (a verified
+        envelope), to save hashing a large body twice."""
+        if digest is None:
+            digest = hashlib.sha256(body).digest()
+        with self._lock:
+            if round_id != self.round_id:
+                raise NoRound("the message belongs to another round")
+            prior = self.inbox.digest(round_id, step, site)
+            if prior is not None:
+                if prior == digest:
+                    return Outcome.DUPLICATE
+                raise StageError("another message from this site was already accepted at "
+                                 "this step")
+            if self.state is not RoundState.OPEN:
+                raise StageError(f"the round is {self.state.value}")
+            if step != self.step or stage != self.stage:
+                raise StageError("the message is for another step than the open one")
+            if site not in self.host.pending():
+                raise StageError("this site may not send at this step")
+            self.host.receive(site, body)  # InvalidMessage / StageError propagate
+            self.inbox.put(round_id, step, stage, site, envelope, digest)
+            self._answered.add(site)
+            if not self.host.pending():
+                self._close()
+            return Outcome.ACCEPTED
+
+    def tick(self) -> None:
+        """Close the open step if its deadline has passed."""
+        with self._lock:
+            if self.state is RoundState.OPEN and self.clock() >= self.deadline:
+                self._close()
+
+    def _close(self) -> None:
+        silent = frozenset(self.host.pending())
+        self.history.append(StepRecord(self.step, self.stage, frozenset(self._answered), silent))
+        self.dropouts |= silent
+        try:
+            out = self.host.close_stage()
+        except ProtocolAbort as exc:
+            self.state = RoundState.ABORTED
+            self.abort_reason = str(exc)
+            out = None
+        except CohortError as exc:  # a host that refuses to go on has ended the round
+            self.state = RoundState.ABORTED
+            self.abort_reason = f"{type(exc).__name__}: {exc}"
+            out = None
+        if out is not None:
+            if not out:
+                self.state = RoundState.DONE
+            else:
+                self.step += 1
+                self.stage = stage_name(self.host.stage)
+                self._step_stages[self.step] = self.host.stage
+                self._outbox = dict(out)
+                self._answered = set()
+                self.deadline = self.clock() + self.stage_timeout
+        self.on_change()
+
+    # -- for status and tests -------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {
+                "round": self.round_id.hex(),
+                "state": self.state.value,
+                "step": self.step,
+                "stage": self.stage,
+                "answered": sorted(self._answered),
+                "pending": sorted(self.host.pending()) if self.state is RoundState.OPEN else [],
+                "dropouts": sorted(self.dropouts),
+                "messages": self.inbox.count(self.round_id),
+                "deadline_in": (max(0.0, self.deadline - self.clock())
+                                if self.state is RoundState.OPEN else None),
+                "abort_reason": self.abort_reason,
+            }
+
