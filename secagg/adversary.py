@@ -189,9 +189,11 @@ class TwoViews(_ViewSplitter):
     and hands over both kinds of share. Stopped by the signature quorum (no second view can
     gather more than (n + C) / 2 signatures) and by 2t > k + 1 + c."""
 
-    def __init__(self, *, victim: int | None = None, groups: int = 0) -> None:
+    def __init__(self, *, victim: int | None = None, groups: int = 0,
+                 split: float | None = None) -> None:
         self._chosen_victim = victim
-        self._groups = groups  # bit i puts the i-th honest neighbour into group B
+        self._groups = groups  # bit i puts the i-th honest client into group B
+        self._split = split  # or: this fraction of the honest clients (in id order) into B
 
     def _views_for(self, survivors, dropped, clients):
         victim = self._chosen_victim
@@ -199,10 +201,18 @@ class TwoViews(_ViewSplitter):
             victim = self._target(survivors)
         self.victim = victim
         honest = [c for c in clients if c not in self.corrupt and c != victim]
-        if self._groups:
+        if self._split is not None:
+            rotate = self._groups % len(honest) if honest else 0
+            order = honest[rotate:] + honest[:rotate]
+            group_b = set(order[:round(self._split * len(order))])
+        elif self._groups:
             group_b = {c for i, c in enumerate(honest) if self._groups >> (i % 60) & 1}
         else:
-            group_b = set(honest[1::2])
+            # The attack's own best split: just enough honest signers (and holders) for the
+            # second view to reach what a client needs, the rest (and the victim) in the first.
+            config = self.config
+            need = max(config.threshold, config.signature_quorum) - len(self.corrupt)
+            group_b = set(honest[:max(0, need)]) if need < len(honest) else set(honest[1::2])
         without = (tuple(s for s in survivors if s != victim),
                    tuple(sorted(set(dropped) | {victim})))
         return {c: without if c in group_b else (survivors, dropped) for c in clients}
@@ -477,6 +487,7 @@ class Strategy:
     tactic: str
     victim_rank: int = 0  # which honest client to target (index into the honest ids, mod)
     groups: int = 0  # bit pattern splitting honest clients between two views
+    split: float | None = None  # or the fraction of honest clients shown the second view
     pad: int = 0  # honest entries padded into a private roster
     liars: bool = False  # corrupt holders also reveal wrong shares
     extra: dict = field(default_factory=dict, compare=False)
@@ -541,7 +552,7 @@ class GenericAdversary(Adversary):
         victim = honest[s.victim_rank % len(honest)]
         table = {
             "honest_but_curious": lambda: Adversary(),
-            "two_views": lambda: TwoViews(victim=victim, groups=s.groups),
+            "two_views": lambda: TwoViews(victim=victim, groups=s.groups, split=s.split),
             "private_roster": lambda: PrivateRoster(victim=victim, pad=s.pad),
             "overlap": lambda: Overlap(),
             "claim_dropped": lambda: ClaimDropped(victim=victim),

@@ -103,7 +103,7 @@ def test_inconsistent_views_never_get_a_key_share_of_a_survivor(inputs):
     """The split is real (two views go out), but the half told that the victim dropped cannot
     gather a quorum of signatures on its view, so it reveals nothing; the victim's mask key
     never leaves any holder."""
-    outcome = _run(inputs, malicious=True, neighbors=8, threshold=5,
+    outcome = _run(inputs, malicious=True, neighbors=8, threshold=6,
                    adversary="inconsistent_views")
     seed, key = _shares_about(outcome.transcript)
     assert not key
@@ -111,11 +111,11 @@ def test_inconsistent_views_never_get_a_key_share_of_a_survivor(inputs):
 
 
 def test_planted_threshold_quorum_lets_inconsistent_views_collect_both_kinds(inputs):
-    """With the old rule (t signatures suffice) the same attack does collect mask-key shares of
-    a survivor: the test above can fail."""
+    """With the old rules (t signatures suffice, 2t > k + 1) the same attack does collect
+    mask-key shares of a survivor: the test above can fail."""
     from secagg._testing import plant
 
-    with plant("signature_quorum_is_threshold"):
+    with plant("signature_quorum_is_threshold", "threshold_without_corrupt_term"):
         outcome = _run(inputs, malicious=True, neighbors=8, threshold=5,
                        adversary="inconsistent_views")
     seed, key = _shares_about(outcome.transcript)

@@ -55,11 +55,18 @@ def coalitions(draw, *, corrupt_rates=(0.05, 0.1, 0.2), max_n=12):
     gamma = draw(st.sampled_from(corrupt_rates))
     tactic = draw(st.sampled_from(TACTICS))
     malicious = tactic in ("two_views", "private_roster") or draw(st.booleans())
-    size = draw(st.integers(0, max_corrupt(n, gamma)))
+    # A coalition is usually as large as the model allows (the strongest attacker), sometimes
+    # smaller.
+    most = max_corrupt(n, gamma)
+    size = most if draw(st.integers(0, 3)) else draw(st.integers(0, most))
     corrupt = frozenset(draw(st.permutations(range(n)))[:size])
+    # How a two-view attack splits the honest clients: its own best split (just enough for
+    # the second view), a drawn bit pattern, or a drawn fraction.
+    mode = draw(st.sampled_from(["best", "best", "bits", "fraction"]))
     strategy = Strategy(corrupt=corrupt, tactic=tactic,
                         victim_rank=draw(st.integers(0, 50)),
-                        groups=draw(st.integers(0, (1 << 12) - 1)),
+                        groups=draw(st.integers(1, (1 << 12) - 1)) if mode == "bits" else 0,
+                        split=draw(st.floats(0.0, 1.0)) if mode == "fraction" else None,
                         pad=draw(st.integers(0, n)), liars=draw(st.booleans()))
     return n, gamma, malicious, strategy
 
@@ -99,7 +106,7 @@ def test_search_finds_a_planted_weak_threshold_and_quorum():
     same search finds a two-view attack that recovers an input: the search can fail."""
     with plant("threshold_without_corrupt_term", "signature_quorum_is_threshold"):
         found = find(coalitions(corrupt_rates=(0.2,)), _leaks,
-                     settings=settings(max_examples=300, deadline=None, database=None,
+                     settings=settings(max_examples=600, deadline=None, database=None,
                                        suppress_health_check=list(HealthCheck)))
     assert found[3].tactic == "two_views"
 
