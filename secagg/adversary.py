@@ -473,6 +473,39 @@ class LyingShares(Adversary):
         return [data]
 
 
+class ArcIsolation(Adversary):
+    """Review (attacker) finding: once the nonces fix the graph, the network drops the masked
+    inputs of the k clients flanking an arc of k/2 + 1 ring places. Everyone sees one honest,
+    consistent view; the flank's mask keys are revealed as they must be for dropped clients,
+    and the arc's members have no other partners, so the coalition learns the arc's sum alone.
+    Stopped by each client refusing a view in which k/2 consecutive ring places have no
+    survivor (``RoundConfig.max_missing_in_window``)."""
+
+    def __init__(self, *, start: int = 0) -> None:
+        self._start = start
+        self.arc: list[int] = []
+        self.flank: set[int] = set()
+
+    def to_clients(self, stage, messages):
+        if stage is Stage.SHARE_KEYS and not self.arc and messages:
+            from .graph import graph_seed, ring_order
+            config = self.config
+            nonces = decode(next(iter(messages.values())), config, Kind.NONCES).nonces
+            order = ring_order(graph_seed(config.tag, nonces), config.clients)
+            n, half = len(order), config.neighbors // 2
+            a = self._start % n
+            self.arc = [order[(a + i) % n] for i in range(half + 1)]
+            self.flank = ({order[(a - d) % n] for d in range(1, half + 1)}
+                          | {order[(a + half + d) % n] for d in range(1, half + 1)}) \
+                - self.corrupt
+        return super().to_clients(stage, messages)
+
+    def to_server(self, stage, sender, data):
+        if stage is Stage.MASKED_INPUT and sender in self.flank:
+            return []  # "lost in the network": the flank is genuinely dropped for the server
+        return [data]
+
+
 # -- the searchable adversary ---------------------------------------------------------------
 
 TACTICS = ("honest_but_curious", "two_views", "private_roster", "overlap", "claim_dropped",
@@ -592,7 +625,7 @@ class GenericAdversary(Adversary):
 
 ADVERSARIES = ("overlap", "inconsistent_views", "forged_key", "replay", "tamper")
 REGRESSION_ATTACKS = ("two_views", "private_roster", "graph_grinding", "forged_header",
-                      "lying_shares")
+                      "lying_shares", "arc_isolation")
 
 
 def make_adversary(name: str | Adversary | None, *, earlier=None) -> Adversary:
@@ -603,7 +636,8 @@ def make_adversary(name: str | Adversary | None, *, earlier=None) -> Adversary:
     table = {"overlap": Overlap, "inconsistent_views": InconsistentViews,
              "forged_key": ForgedKey, "tamper": Tamper, "two_views": TwoViews,
              "private_roster": PrivateRoster, "graph_grinding": GraphGrinding,
-             "forged_header": ForgedHeader, "lying_shares": LyingShares}
+             "forged_header": ForgedHeader, "lying_shares": LyingShares,
+             "arc_isolation": ArcIsolation}
     if name == "replay":
         if earlier is None:
             raise ConfigurationError("the replay attack needs an earlier round's transcript")

@@ -30,7 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import _testing
 from .config import RoundConfig
 from .errors import InvalidInput, InvalidMessage, ProtocolAbort
-from .graph import NONCE_BYTES, graph_seed, harary_neighbors, nonce_commitment, roster_graph_seed
+from .graph import NONCE_BYTES, graph_seed, nonce_commitment, ring_holders, ring_order, \
+    roster_graph_seed
 from .hazmat import crypto, shamir
 from .hazmat.packing import pack
 from .hazmat.prg import MaskGenerator, word_dtype
@@ -135,6 +136,7 @@ class SecAggClient:
         self._mask_keys: dict[int, bytes] = {}
         self._neighbors: frozenset[int] = frozenset()
         self._live: frozenset[int] = frozenset()
+        self._ring: list[int] = []
         self.holder_ranks: dict[int, int] = {}
         """Shamir x-coordinate of each holder of this client's shares (public, for audits)."""
         self._own_shares: tuple[int, int] | None = None
@@ -251,7 +253,8 @@ class SecAggClient:
                                                   for e in ordered))
         else:
             seed = graph_seed(config.tag, nonces.nonces)
-        ranked = harary_neighbors(seed, config.clients, config.neighbors, self.id)
+        order = ring_order(seed, config.clients)
+        ranked = ring_holders(order, order.index(self.id), config.neighbors)
         live = [v for v in ranked if v in entries]
         if len(live) + 1 < config.threshold:
             raise self._abort("too few neighbours advertised keys to reach the threshold",
@@ -265,6 +268,7 @@ class SecAggClient:
         except InvalidMessage:
             raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
         self._roster_digest = roster_digest(config, ordered, nonces.nonces)
+        self._ring = order
         self._neighbors = frozenset(ranked)
         self._live = frozenset(live)
         self._seed = os.urandom(SEED_BYTES)
@@ -364,6 +368,29 @@ class SecAggClient:
             raise self._abort("the view leaves out a neighbour that shared its keys", stage)
         if (alive & self._live) - set(self._held):
             raise self._abort("a survivor's shares were withheld from this client", stage)
+        if self.config.malicious and not _testing.planted("no_ring_cut_check"):
+            self._check_no_cut(alive, stage)
+
+    def _check_no_cut(self, alive: set[int], stage: Stage) -> None:
+        """A malicious server knows the graph; dropping (or claiming dropped) every client in
+        two runs of k/2 ring places would isolate the small arc between them, whose sum it
+        could then strip of all masks. Refuse a view in which any k/2 consecutive places hold
+        more non-survivors than the model lets chance produce (see params)."""
+        config = self.config
+        limit = config.max_missing_in_window
+        half = config.neighbors // 2
+        ring = self._ring
+        n = len(ring)
+        if limit >= half or n < 2:
+            return
+        missing = [0 if c in alive else 1 for c in ring]
+        window = sum(missing[:half])
+        for start in range(n):
+            if window > limit:
+                raise self._abort(f"{window} of {half} consecutive ring places have no survivor;"
+                                  f" the model allows {limit}: the survivors' graph could be "
+                                  "cut", stage)
+            window += missing[(start + half) % n] - missing[start]
 
     # -- stage 3 (malicious-server mode) -----------------------------------------------------
     def consistency_check(self, message: bytes) -> bytes:

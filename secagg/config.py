@@ -14,6 +14,7 @@ from .params import (
     check_graph,
     max_corrupt,
     max_corrupt_neighbors,
+    max_missing_in_window,
     min_survivors,
     signature_quorum,
 )
@@ -98,6 +99,12 @@ class RoundConfig:
     def max_corrupt_neighbors(self) -> int:
         """Corrupt share holders the model allows around one client."""
         return max_corrupt_neighbors(self.n, self.neighbors, self.corrupt_rate)
+
+    @cached_property
+    def max_missing_in_window(self) -> int:
+        """Most non-survivors any k/2 consecutive ring places may hold (malicious mode): more
+        could cut the honest survivors' graph and isolate a small group's sum."""
+        return max_missing_in_window(self.n, self.neighbors, self.corrupt_rate)
 
     @cached_property
     def min_survivors(self) -> int:

@@ -43,7 +43,10 @@ class RoundResult:
     rejected: tuple[tuple[int, str, str], ...] = ()
     """Messages refused on arrival: (client, error type, reason), both directions."""
     liars: frozenset[int] = frozenset()
-    """Clients caught revealing wrong shares; the sum was corrected around them."""
+    """Holders whose revealed shares were wrong (the sum was corrected around them); the owner
+    may have dealt them wrong instead, see ``share_mismatches``."""
+    share_mismatches: frozenset[tuple[int, int]] = frozenset()
+    """(holder, owner) pairs whose share was wrong."""
     coalition: "Coalition | None" = None
     """What the adversary (server plus corrupt clients) held, for the leakage oracle."""
 
@@ -275,4 +278,5 @@ class _Round:
         return RoundResult(aggregate=result.aggregate, included=result.included,
                            transcript=self.transcript, config=self.config,
                            aborted=dict(self.aborted), rejected=tuple(self.rejected),
-                           liars=result.liars, coalition=self._close_coalition())
+                           liars=result.liars, share_mismatches=result.share_mismatches,
+                           coalition=self._close_coalition())

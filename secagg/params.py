@@ -23,6 +23,7 @@ from .errors import ConfigurationError
 
 __all__ = [
     "GraphParameters",
+    "max_missing_in_window",
     "harary_parameters",
     "choose_parameters",
     "complete_graph_threshold",
@@ -147,6 +148,8 @@ def _threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
     t2 = surviving.smallest_cdf_at_least(q_correct)
     if t2 <= t1:
         return None
+    if malicious and max_missing_in_window(n, k, corrupt_rate) < 0:
+        return None  # every view would have to be refused (see max_missing_in_window)
     t = _secure_threshold(k, t1, malicious=malicious)
     # (The published semi-honest table lifts t1 + 1 to Shamir's minimum of 2 without
     # re-checking t2; the malicious bound must itself keep rounds alive.)
@@ -211,6 +214,33 @@ def max_corrupt_neighbors(n: int, k: int, corrupt_rate: float) -> int:
     return _Hypergeometric(n, corrupt, k).smallest_sf_below(2.0 ** -(SECURITY_BITS + 1) / n)
 
 
+def max_missing_in_window(n: int, k: int, corrupt_rate: float) -> int:
+    """Most clients missing from the survivors (dropped, or never advertised) that any k/2
+    consecutive places of the ring may hold before the survivor graph could be cut.
+
+    On the Harary ring a client's neighbours lie within k/2 places on either side, so a run of
+    k/2 consecutive places without an honest survivor separates the honest survivors on its
+    two sides; a malicious server that knows the graph can drop (or claim dropped) the clients
+    of two such runs and learn the sum of the small arc between them alone. Corrupt clients are
+    placed by randomness the server cannot steer, so a window with d missing clients becomes a
+    cut only if its other k/2 - d places are all corrupt: probability below gamma^(k/2 - d).
+    Requiring that below 2^-40 / n for every window gives k/2 - d >= (40 + log2 n) / log2(1/g),
+    and at least 1 (with no corrupt clients a window must not be entirely missing); at most
+    C + 1 suffices whatever the probabilities, since only C corrupt clients exist.
+    """
+    half = k // 2
+    if k >= n - 1:
+        return n  # the complete graph has no cut
+    corrupt = max_corrupt(n, corrupt_rate)
+    if corrupt == 0:
+        spare = 1
+    else:
+        # ... and never more than the C + 1 places that C corrupt clients cannot fill.
+        spare = min(corrupt + 1,
+                    math.ceil((SECURITY_BITS + math.log2(n)) / -math.log2(corrupt_rate)))
+    return half - max(1, spare)
+
+
 def signature_quorum(n: int, corrupt_rate: float) -> int:
     """Signatures on one survivor view a client must see before it reveals any share.
 
@@ -260,6 +290,11 @@ def check_graph(n: int, k: int, t: int, *, malicious: bool,
     if not 2 <= t <= k + 1:
         raise ConfigurationError(f"threshold must be in 2..{k + 1} (degree + 1), got {t}: "
                                  "with t = 1 every share is the secret itself")
+    if malicious and max_missing_in_window(n, k, corrupt_rate) < 0:
+        raise ConfigurationError(
+            f"degree {k} is too small for malicious-server mode with {n} clients at corrupt rate "
+            f"{corrupt_rate}: the corrupt clients alone could fill k/2 consecutive ring places, "
+            "so no survivor view could be shown to be uncut")
     corrupt = max_corrupt_neighbors(n, k, corrupt_rate)
     need = _secure_threshold(k, corrupt, malicious=malicious)
     if t < need:

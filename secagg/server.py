@@ -90,7 +90,12 @@ class AggregateResult:
     aggregate: np.ndarray
     included: frozenset[int]
     liars: frozenset[int] = field(default_factory=frozenset)
-    """Share holders whose revealed shares were wrong (corrected around, and named)."""
+    """Share holders whose revealed shares disagreed with the corrected secret. Without
+    verifiable secret sharing the owner may have dealt the wrong share instead: see
+    ``share_mismatches``."""
+    share_mismatches: frozenset[tuple[int, int]] = field(default_factory=frozenset)
+    """(holder, owner) pairs whose share was wrong: a holder lying about many owners, or an
+    owner that dealt badly to many holders, shows as a row or a column."""
 
 
 class SecAggServer:
@@ -122,6 +127,7 @@ class SecAggServer:
         self._b_points: dict[int, list[tuple[int, int, int]]] = {}
         self._s_points: dict[int, list[tuple[int, int, int]]] = {}
         self._liars: set[int] = set()
+        self._mismatches: set[tuple[int, int]] = set()
         self._result: AggregateResult | None = None
 
     # -- introspection -----------------------------------------------------------------------
@@ -379,15 +385,17 @@ class SecAggServer:
                 if _testing.planted("first_t_shares"):
                     raise self._abort(f"the shares of client {client} are inconsistent")
                 try:
-                    poly = shamir.decode_with_errors([(x, y) for x, y, _ in points], t)
+                    poly = shamir.decode_with_check([(x, y) for x, y, _ in points], t, check)
                 except ValueError:
                     raise self._abort(f"the shares of client {client}'s {what} are inconsistent "
                                       "beyond what the shares received can correct") from None
                 value = poly[0]
-                if not check(value):
-                    raise self._abort(f"the shares of client {client}'s {what} are inconsistent")
-                self._liars.update(holder for x, y, holder in points
-                                   if shamir.evaluate(poly, x) != y)
+                # Without verifiable sharing a wrong share is the holder's lie or the owner's
+                # bad deal: record the pair, so an owner that dealt badly to several holders
+                # stands out from a holder that lied about several owners.
+                wrong = {holder for x, y, holder in points if shamir.evaluate(poly, x) != y}
+                self._liars.update(wrong)
+                self._mismatches.update((holder, client) for holder in wrong)
             out.append(value)
         return out
 
@@ -438,5 +446,6 @@ class SecAggServer:
                     prg.add(acc, key)
         if config.modulus_bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type((1 << config.modulus_bits) - 1), out=acc)
-        self._result = AggregateResult(acc, frozenset(self._u3), frozenset(self._liars))
+        self._result = AggregateResult(acc, frozenset(self._u3), frozenset(self._liars),
+                                       frozenset(self._mismatches))
         self._b_points, self._s_points = {}, {}

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from secagg import ProtocolAbort, exposed_clients, simulate_round
 from secagg._testing import plant
 from secagg.adversary import (
+    ArcIsolation,
     ForgedHeader,
     GenericAdversary,
     GraphGrinding,
@@ -293,3 +294,28 @@ def test_passive_corrupt_clients_at_the_models_count_recover_nothing(n):
                                 seed=seed)
         assert not leakage(result.transcript, result.coalition).exposed
         assert not exposed_clients(result.transcript, corrupt=corrupt)
+
+
+def _arc_round(start: int):
+    attack = ArcIsolation(start=start)
+    outcome, leak = _play(_inputs(60, dim=4, seed=start), malicious=True, neighbors=8,
+                          threshold=5, corrupt_rate=0.0, dropout_rate=0.3, adversary=attack)
+    return attack, outcome, leak
+
+
+@pytest.mark.parametrize("start", [0, 17, 41])
+def test_arc_isolation_by_dropping_two_flanks_is_refused(start):
+    """Review (attacker) finding: n=60, k=8, no corrupt client; the network drops the 8 clients
+    flanking a 5-client arc. Every client sees k/2 consecutive ring places without a survivor
+    and refuses to reveal; nothing about the arc leaks."""
+    attack, outcome, leak = _arc_round(start)
+    assert len(attack.flank) == 8 and len(attack.arc) == 5
+    assert isinstance(outcome, ProtocolAbort)
+    assert not leak.exposed
+
+
+def test_arc_isolation_leaks_the_arc_without_the_ring_check():
+    with plant("no_ring_cut_check"):
+        attack, outcome, leak = _arc_round(0)
+    assert not isinstance(outcome, ProtocolAbort)
+    assert set(attack.arc) & leak.exposed

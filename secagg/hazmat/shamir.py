@@ -9,14 +9,15 @@ the ring), which keeps the Lagrange arithmetic on small integers and lets weight
 
 from __future__ import annotations
 
+import itertools
 import math
 import secrets
 from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
 __all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
-           "lagrange_weights_at_zero", "decode_with_errors", "evaluate", "encode_share",
-           "decode_share"]
+           "lagrange_weights_at_zero", "decode_with_errors", "decode_with_check", "evaluate",
+           "interpolate", "encode_share", "decode_share"]
 
 PRIME = (1 << 521) - 1
 SHARE_BYTES = 66  # ceil(521 / 8)
@@ -198,7 +199,7 @@ def _divmod(a: list[int], b: list[int]) -> tuple[list[int], list[int]]:
     return _trim(q), _trim(a[:len(b) - 1])
 
 
-def _interpolate(points: Sequence[tuple[int, int]]) -> list[int]:
+def interpolate(points: Sequence[tuple[int, int]]) -> list[int]:
     """The polynomial of degree < len(points) through the points (Lagrange, O(m^2))."""
     xs = [x for x, _ in points]
     full = [1]
@@ -228,7 +229,7 @@ def decode_with_errors(points: Sequence[tuple[int, int]], threshold: int) -> lis
     g0 = [1]
     for x, _ in points:
         g0 = _mul(g0, [(-x) % PRIME, 1])
-    g1 = _interpolate(points)
+    g1 = interpolate(points)
     # Partial extended Euclid on (g0, g1), tracking only the cofactor of g1.
     r_prev, r_cur = g0, g1
     v_prev, v_cur = [], [1]
@@ -245,6 +246,30 @@ def decode_with_errors(points: Sequence[tuple[int, int]], threshold: int) -> lis
     if 2 * wrong > m - threshold:
         raise ValueError("too many wrong shares to correct")
     return f
+
+
+def decode_with_check(points: Sequence[tuple[int, int]], threshold: int, check,
+                      *, max_subsets: int = 4096) -> list[int]:
+    """The polynomial of degree < ``threshold`` whose constant term passes ``check`` and that
+    agrees with as many points as possible.
+
+    Unique decoding (Gao) corrects (m - t) / 2 wrong points; with the owner's commitment as a
+    check, any t correct points suffice: when unique decoding fails, every t-subset is tried
+    while there are at most ``max_subsets`` of them (so one wrong share among t + 1 cannot
+    stop a reconstruction that t honest shares allow). Raises ValueError if none passes.
+    """
+    try:
+        poly = decode_with_errors(points, threshold)
+        if poly and check(poly[0]):
+            return poly
+    except ValueError:
+        pass
+    if math.comb(len(points), threshold) > max_subsets:
+        raise ValueError("too many wrong shares to correct")
+    for subset in itertools.combinations(points, threshold):
+        if check(reconstruct(subset, threshold)):
+            return interpolate(subset)
+    raise ValueError("no set of threshold shares opens the commitment")
 
 
 def encode_share(y: int) -> bytes:
