@@ -16,15 +16,15 @@ import pytest
 
 from clients import StrategyName, get_flat_params
 from coordinator.simulation import Simulation, SimulationConfig
-from coordinator.sum_config import PrivacyMode
+from privacy import Mechanism
 
 CASES = {
     "fedavg": (dict(sites=3, rounds=2, seed=3),
                0.8837209302325582, [3, 3], "56e79d4f25060871"),
-    "distributed_dropout": (dict(sites=6, rounds=3, seed=4, dp=PrivacyMode.DISTRIBUTED,
+    "distributed_dropout": (dict(sites=6, rounds=3, seed=4, dp=Mechanism.DISTRIBUTED,
                                  noise_multiplier=0.5, dropout_rate=0.2, modulus_bits=24),
                             0.5465116279069767, [0, 4, 5], "e4a122edddfa3b90"),
-    "central": (dict(sites=3, rounds=2, seed=5, dp=PrivacyMode.CENTRAL, noise_multiplier=1.0,
+    "central": (dict(sites=3, rounds=2, seed=5, dp=Mechanism.CENTRAL_GAUSSIAN, noise_multiplier=1.0,
                      modulus_bits=20),
                 0.7209302325581395, [3, 3], "f094f10698534272"),
     "distill": (dict(sites=3, rounds=1, seed=6, algorithm=StrategyName.DISTILLATION,
