@@ -89,7 +89,7 @@ from clients import (
     split_dataset,
 )
 from coordinator.simulation import SimulationConfig, Transfer, run_simulation
-from coordinator.sum_config import PrivacyMode
+from privacy import Mechanism
 
 COMPARISONS = ("secure", "distill", "personal", "transfer", "dp")
 TITLES = {
@@ -194,11 +194,11 @@ def build_arms(s: Settings) -> dict[str, list[Arm]]:
         for t in (Transfer.NONE, Transfer.FROZEN, Transfer.FINETUNE)]
     arms["dp"] = [
         Arm("distributed", f"distributed ({s.modulus_bits} bits)", lambda seed: _digits(
-            s, seed=seed, sites=10, alpha=0.5, rounds=40, dp=PrivacyMode.DISTRIBUTED,
+            s, seed=seed, sites=10, alpha=0.5, rounds=40, dp=Mechanism.DISTRIBUTED,
             noise_multiplier=s.noise_multiplier, clip=s.clip, modulus_bits=s.modulus_bits,
             baselines=False)),
         Arm("central", "central Gaussian", lambda seed: _digits(
-            s, seed=seed, sites=10, alpha=0.5, rounds=40, dp=PrivacyMode.CENTRAL,
+            s, seed=seed, sites=10, alpha=0.5, rounds=40, dp=Mechanism.CENTRAL_GAUSSIAN,
             noise_multiplier=s.noise_multiplier, clip=s.clip, baselines=False)),
     ]
     return arms

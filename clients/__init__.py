@@ -3,10 +3,14 @@
 Build order of a simulation: :func:`load_dataset` → :func:`split_dataset` (public reference,
 global test, private pool; standardised on the public split) → :func:`make_site_data` (non-IID
 partitions) → :func:`make_model` → :class:`Site`. The public API is ``__all__``; modules whose
-names start with ``_`` are internal.
+names start with ``_`` are internal. What crosses to the coordinator (:class:`RoundRequest`,
+:class:`RoundTask`, :class:`DPSGDConfig`, :class:`StrategyName`, :class:`NotEnrolled`) is the
+contract's (:mod:`cohort.contract`), re-exported here for the sites' callers.
 """
 
 from __future__ import annotations
+
+from cohort.contract import DPSGDConfig, NotEnrolled, RoundRequest, RoundTask, StrategyName
 
 from .data import Dataset, DatasetName, TaskKind, load_dataset
 from .distill import DistillStats, distill, distillation_loss, predict_soft
@@ -14,17 +18,8 @@ from .models import BodyHeadModel, ModelKind, make_model
 from .params import Part, get_flat_params, param_count, set_flat_params
 from .partition import PartitionScheme, SiteData, label_skew, make_site_data, partition, split_local
 from .personal import PersonalMode, PersonalStats, frozen, train_part, train_personal
-from .policy import (
-    DPSGDConfig,
-    DPSGDRule,
-    PolicyRule,
-    RoundRequest,
-    RoundTask,
-    SitePolicy,
-    SitePolicyViolation,
-    StrategyName,
-    check_policy,
-)
+from .policy import DPSGDRule, PolicyRule, PolicyViolation, SitePolicy, check_policy
+from .round import SiteRound
 from .site import Site, Update
 from .splits import DataSplits, LabelledArrays, Scaler, split_dataset
 from .training import EvalResult, Optimizer, TrainStats, evaluate, train_local
@@ -42,19 +37,21 @@ __all__ = [
     "EvalResult",
     "LabelledArrays",
     "ModelKind",
+    "NotEnrolled",
     "Optimizer",
     "Part",
     "PartitionScheme",
     "PersonalMode",
     "PersonalStats",
     "PolicyRule",
+    "PolicyViolation",
     "RoundRequest",
     "RoundTask",
     "Scaler",
     "Site",
     "SiteData",
+    "SiteRound",
     "SitePolicy",
-    "SitePolicyViolation",
     "StrategyName",
     "TaskKind",
     "TrainStats",

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from sklearn import datasets as skdatasets
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
-
-from . import _validate as v
 
 __all__ = ["Dataset", "DatasetName", "TaskKind", "load_dataset"]
 

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .params import trainable_params
 from .training import Optimizer, batches, data_loss, make_optimizer
 

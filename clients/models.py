@@ -22,9 +22,8 @@ import math
 import torch
 from torch import nn
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
-
-from . import _validate as v
 
 __all__ = ["BodyHeadModel", "ModelKind", "make_model"]
 

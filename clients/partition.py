@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .splits import DataSplits, LabelledArrays
 
 __all__ = [

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from cohort.contract import DPSGDConfig
+from privacy import _validate as v
 from privacy.events import GaussianEvent
 from secagg.errors import ConfigurationError
 
-from . import _validate as v
 from .params import Part, param_count
-from .policy import DPSGDConfig
 from .training import Optimizer, TrainStats, train_local
 
 __all__ = ["PersonalMode", "PersonalStats", "frozen", "train_part", "train_personal"]

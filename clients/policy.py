@@ -17,47 +17,20 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from privacy import Budget, PrivacyEvent
-from privacy.events import DiscreteGaussianEvent, GaussianEvent, SkellamEvent
-from secagg.errors import ConfigurationError, PolicyViolation
+from cohort.contract import DPSGDConfig, RoundRequest, RoundTask, StrategyName
+from privacy import Budget
+from privacy import _validate as v
+from secagg.errors import CohortError, ConfigurationError
 
-from . import _validate as v
-
+# DPSGDConfig, RoundRequest, RoundTask and StrategyName cross the wire: they are the
+# contract's (cohort.contract), imported here for the policy's checks.
 __all__ = [
-    "DPSGDConfig",
     "DPSGDRule",
     "PolicyRule",
-    "RoundRequest",
-    "RoundTask",
+    "PolicyViolation",
     "SitePolicy",
-    "SitePolicyViolation",
-    "StrategyName",
     "check_policy",
 ]
-
-
-class StrategyName(enum.Enum):
-    """The federated strategies a coordinator may ask a site to take part in."""
-
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDAVGM = "fedavgm"
-    FEDADAGRAD = "fedadagrad"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
-    DISTILLATION = "distillation"
-    FEDPER = "fedper"
-    FEDREP = "fedrep"
-    TRANSFER = "transfer"
-
-
-class RoundTask(enum.Enum):
-    """What the round asks of the site: train and send an update, report test metrics, or
-    predict on the public reference set (distillation)."""
-
-    FIT = "fit"
-    EVALUATE = "evaluate"
-    PREDICT_PUBLIC = "predict_public"
 
 
 class DPSGDRule(enum.Enum):
@@ -66,22 +39,6 @@ class DPSGDRule(enum.Enum):
     ALLOW = "allow"      # train as the round asks, with or without DP-SGD
     REQUIRE = "require"  # refuse every training request without DP-SGD
     REFUSE = "refuse"    # refuse every training request with DP-SGD
-
-
-@dataclass(frozen=True, kw_only=True)
-class DPSGDConfig:
-    """Example-level DP-SGD for a round's local training: per-example gradients clipped to
-    L2 norm ``max_grad_norm``, Gaussian noise of standard deviation ``noise_multiplier ×
-    max_grad_norm`` added to their sum, Poisson-sampled batches (Opacus). The event it costs
-    depends on the site's own record count, so each site computes it (:mod:`privacy.dpsgd`)."""
-
-    noise_multiplier: float
-    max_grad_norm: float
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "noise_multiplier",
-                           v.positive(self.noise_multiplier, "noise_multiplier"))
-        object.__setattr__(self, "max_grad_norm", v.positive(self.max_grad_norm, "max_grad_norm"))
 
 
 class PolicyRule(enum.Enum):
@@ -95,17 +52,19 @@ class PolicyRule(enum.Enum):
     DP_SGD_REFUSED = "example-level DP-SGD is not accepted"
 
 
-class SitePolicyViolation(PolicyViolation):
-    """A :class:`PolicyViolation` that says which rule the request broke."""
+class PolicyViolation(CohortError):
+    """A request that a site's policy does not allow; ``rule`` says which rule it broke.
+    (A site's error, so it lives with the sites, not in the protocol package.)"""
 
     def __init__(self, rule: PolicyRule, detail: str) -> None:
+        if not isinstance(rule, PolicyRule):
+            raise ConfigurationError(f"rule must be a PolicyRule, got {rule!r}")
         super().__init__(f"{rule.value}: {detail}")
         self.rule = rule
 
 
 _ALL_STRATEGIES = frozenset(StrategyName)
 _ALL_TASKS = frozenset(RoundTask)
-_EVENTS = (GaussianEvent, SkellamEvent, DiscreteGaussianEvent)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,69 +107,29 @@ class SitePolicy:
                            v.integer(self.min_participants, "min_participants", minimum=1))
 
 
-@dataclass(frozen=True, kw_only=True)
-class RoundRequest:
-    """A coordinator's request to a site for one round. ``privacy_charge`` is the event the
-    round would cost the site (``None``: no differential privacy in this round); ``dp_sgd``
-    asks a training request (task FIT) to train with example-level DP-SGD. ``release_id`` is the
-    unique 32-byte id of what the round releases (the secure round's id): a site's ledger
-    reserves and settles the charge under it, and refuses a second release under the same id."""
-
-    round_number: int
-    strategy: StrategyName
-    n_participants: int
-    secure_aggregation: bool
-    task: RoundTask = RoundTask.FIT
-    privacy_charge: PrivacyEvent | None = None
-    dp_sgd: DPSGDConfig | None = None
-    release_id: bytes | None = None
-
-    def __post_init__(self) -> None:
-        if self.release_id is not None and (not isinstance(self.release_id, bytes)
-                                            or len(self.release_id) != 32):
-            raise ConfigurationError("release_id must be 32 bytes or None")
-        object.__setattr__(self, "round_number",
-                           v.integer(self.round_number, "round_number", minimum=0))
-        object.__setattr__(self, "n_participants",
-                           v.integer(self.n_participants, "n_participants", minimum=1))
-        if not isinstance(self.strategy, StrategyName):
-            raise ConfigurationError("strategy must be a StrategyName")
-        if not isinstance(self.task, RoundTask):
-            raise ConfigurationError("task must be a RoundTask")
-        if not isinstance(self.secure_aggregation, bool):
-            raise ConfigurationError("secure_aggregation must be a bool")
-        if self.privacy_charge is not None and not isinstance(self.privacy_charge, _EVENTS):
-            raise ConfigurationError("privacy_charge must be a privacy event or None")
-        if self.dp_sgd is not None:
-            if not isinstance(self.dp_sgd, DPSGDConfig):
-                raise ConfigurationError("dp_sgd must be a DPSGDConfig or None")
-            if self.task is not RoundTask.FIT:
-                raise ConfigurationError("dp_sgd applies to training requests (task FIT) only")
-
-
 def check_policy(policy: SitePolicy, request: RoundRequest, *,
                  last_round: int | None = None) -> None:
-    """Raise :class:`SitePolicyViolation` if ``request`` breaks ``policy``; change nothing."""
+    """Raise :class:`PolicyViolation` if ``request`` breaks ``policy``; change nothing."""
     if request.strategy not in policy.allowed_strategies:
-        raise SitePolicyViolation(PolicyRule.STRATEGY, request.strategy.value)
+        raise PolicyViolation(PolicyRule.STRATEGY, request.strategy.value)
     if request.task not in policy.allowed_tasks:
-        raise SitePolicyViolation(PolicyRule.TASK, request.task.value)
+        raise PolicyViolation(PolicyRule.TASK, request.task.value)
     if request.n_participants < policy.min_participants:
-        raise SitePolicyViolation(PolicyRule.MIN_PARTICIPANTS,
+        raise PolicyViolation(PolicyRule.MIN_PARTICIPANTS,
                                   f"{request.n_participants} < {policy.min_participants}")
     if policy.require_secure_aggregation and not request.secure_aggregation:
-        raise SitePolicyViolation(PolicyRule.SECURE_AGGREGATION, "the round would send in clear")
+        raise PolicyViolation(PolicyRule.SECURE_AGGREGATION, "the round would send in clear")
     if policy.privacy_budget is not None and request.privacy_charge is None:
-        raise SitePolicyViolation(PolicyRule.PRIVACY_REQUIRED,
+        raise PolicyViolation(PolicyRule.PRIVACY_REQUIRED,
                                   "the site has a privacy budget; every release must be charged")
     if request.task is RoundTask.FIT:
         wants_dp_sgd = (policy.dp_sgd is DPSGDRule.REQUIRE or policy.example_budget is not None)
         if request.dp_sgd is None and wants_dp_sgd:
-            raise SitePolicyViolation(PolicyRule.DP_SGD_REQUIRED,
+            raise PolicyViolation(PolicyRule.DP_SGD_REQUIRED,
                                       "the site trains only with example-level DP-SGD")
         if request.dp_sgd is not None and policy.dp_sgd is DPSGDRule.REFUSE:
-            raise SitePolicyViolation(PolicyRule.DP_SGD_REFUSED,
+            raise PolicyViolation(PolicyRule.DP_SGD_REFUSED,
                                       "the site does not train with DP-SGD")
     if last_round is not None and request.round_number < last_round:
-        raise SitePolicyViolation(PolicyRule.STALE_ROUND,
+        raise PolicyViolation(PolicyRule.STALE_ROUND,
                                   f"round {request.round_number} < {last_round}")

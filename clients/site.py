@@ -32,16 +32,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from cohort.contract import RoundRequest, RoundTask
 from privacy import GaussianEvent, LedgerTrack, SiteLedger
+from privacy import _validate as v
 from privacy.dpsgd import check_dp_model, dpsgd_event
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .distill import DistillStats, distill, predict_soft
 from .params import Part, check_flat_params, get_flat_params, param_count, set_flat_params
 from .partition import SiteData
 from .personal import PersonalMode, train_personal
-from .policy import RoundRequest, RoundTask, SitePolicy, check_policy
+from .policy import SitePolicy, check_policy
 from .training import EvalResult, Optimizer, check_training_data, evaluate, train_local
 
 __all__ = ["Site", "Update"]

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .data import Dataset, TaskKind
 
 __all__ = ["DataSplits", "LabelledArrays", "Scaler", "split_dataset"]

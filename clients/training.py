@@ -27,13 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from cohort.contract import DPSGDConfig
+from privacy import _validate as v
 from privacy.dpsgd import check_dp_model, private_training
 from privacy.events import GaussianEvent
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .params import get_flat_params, trainable_params
-from .policy import DPSGDConfig
 
 __all__ = ["EvalResult", "Optimizer", "TrainStats", "check_training_data", "evaluate",
            "train_local"]

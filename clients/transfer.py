@@ -21,9 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
 from .models import ModelKind, make_model
 from .splits import DataSplits
 from .training import Optimizer, train_local

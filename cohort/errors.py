@@ -49,8 +49,7 @@ EXIT_CODES_HELP = (
 
 def exit_code_for(exc: BaseException) -> ExitCode:
     """The documented exit code of an exception that reached the top of a command."""
-    from secagg.errors import CohortError, InvalidMessage, NotEnrolled, PolicyViolation, \
-        ProtocolAbort
+    from secagg.errors import CohortError, InvalidMessage, ProtocolAbort
 
     if isinstance(exc, KeyboardInterrupt | click.exceptions.Abort):
         return ExitCode.INTERRUPTED
@@ -61,7 +60,12 @@ def exit_code_for(exc: BaseException) -> ExitCode:
         return ExitCode.BUDGET
     if isinstance(exc, ProtocolAbort | InvalidMessage):
         return ExitCode.PROTOCOL_ABORT
-    if isinstance(exc, PolicyViolation | NotEnrolled):
+    # A site's refusal: the sites' error and the contract's, looked up only if loaded (this
+    # module must not import the role packages).
+    refusals = tuple(err for err in (
+        getattr(sys.modules.get("clients.policy"), "PolicyViolation", None),
+        getattr(sys.modules.get("cohort.contract"), "NotEnrolled", None)) if err is not None)
+    if refusals and isinstance(exc, refusals):
         return ExitCode.POLICY
     if isinstance(exc, CohortError):
         return ExitCode.USAGE

@@ -320,7 +320,11 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
 
     from .simulation import SimulationConfig, Transfer, run_simulation
     from .simulation.report import metric_label
-    from .sum_config import PrivacyMode
+    from privacy import Mechanism
+
+    # The --dp spellings (kept) onto the one type of a round's mechanism.
+    dp_modes = {"none": Mechanism.NONE, "central": Mechanism.CENTRAL_GAUSSIAN,
+                "distributed": Mechanism.DISTRIBUTED, "local": Mechanism.LOCAL}
 
     dp_sgd = (DPSGDConfig(noise_multiplier=p["dp_sgd_noise_multiplier"],
                           max_grad_norm=p["dp_sgd_max_grad_norm"]) if p["dp_sgd"] else None)
@@ -329,7 +333,7 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
         label_column=p["label_column"], sites=p["sites"], rounds=p["rounds"],
         partition=PartitionScheme(p["partition"]), alpha=p["alpha"],
         algorithm=StrategyName(strategy), models=tuple(ModelKind(m) for m in models),
-        hidden=p["hidden"], secagg=p["secagg"], dp=PrivacyMode(p["dp"]),
+        hidden=p["hidden"], secagg=p["secagg"], dp=dp_modes[p["dp"]],
         noise_multiplier=p["noise_multiplier"], clip=p["clip"],
         target_epsilon=p["target_epsilon"], delta=p["delta"],
         local_epochs=p["local_epochs"], lr=p["lr"], batch_size=p["batch_size"],

@@ -24,21 +24,23 @@ strategies differ only in what they do with it:
 
 A strategy validates every input before it changes anything: a wrong shape, a NaN or a
 non-positive total weight raises a typed error and leaves the state as it was.
+
+The names are the contract's :class:`cohort.contract.StrategyName` (one enum for the sites'
+policies and the coordinator); the server optimisers are its ``SERVER_OPTIMISERS``.
 """
 
 from __future__ import annotations
 
 import abc
-import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
 
+from cohort.contract import SERVER_OPTIMISERS, StrategyName
+from privacy import _validate as v
 from secagg.errors import ConfigurationError, InvalidInput
-
-from . import _validate as v
 
 __all__ = [
     "ClientConfig",
@@ -54,17 +56,6 @@ __all__ = [
 ]
 
 STATE_VERSION = 1
-
-
-class StrategyName(enum.Enum):
-    """The server optimisers, by the names the papers use."""
-
-    FEDAVG = "fedavg"
-    FEDPROX = "fedprox"
-    FEDAVGM = "fedavgm"
-    FEDADAGRAD = "fedadagrad"
-    FEDADAM = "fedadam"
-    FEDYOGI = "fedyogi"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -327,10 +318,17 @@ _CLASSES: dict[StrategyName, type[Strategy]] = {
 }
 
 
+assert set(_CLASSES) == SERVER_OPTIMISERS
+
+
 def make_strategy(name: StrategyName, **hyperparameters: float) -> Strategy:
-    """The strategy ``name`` with the given keyword hyper-parameters (the rest default)."""
+    """The strategy ``name`` (one of the contract's ``SERVER_OPTIMISERS``) with the given
+    keyword hyper-parameters (the rest default)."""
     if not isinstance(name, StrategyName):
         raise ConfigurationError(f"name must be a StrategyName, got {name!r}")
+    if name not in SERVER_OPTIMISERS:
+        raise ConfigurationError(f"{name.value} is not a server optimiser (one of "
+                                 f"{sorted(s.value for s in SERVER_OPTIMISERS)})")
     try:
         return _CLASSES[name](**hyperparameters)
     except TypeError as exc:  # an unknown or positional hyper-parameter

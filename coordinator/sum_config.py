@@ -1,10 +1,11 @@
-"""How one aggregation round is privatised and summed: :class:`PrivacyMode` and
-:class:`SecureSumConfig`.
+"""How one aggregation round is privatised and summed: :class:`SecureSumConfig`.
 
-The modes are DESIGN section 3's: NONE (clipping, rounding and the secure sum, no privacy
-claim), CENTRAL (the coordinator adds discrete Gaussian noise to the modular sum, before
-decoding), DISTRIBUTED (each site adds its share of discrete noise inside the encoding; the sum
-carries the whole noise) and LOCAL (each site adds the full noise itself). Each maps onto ``privacy.Mechanism``.
+Its ``mode`` is a ``privacy.Mechanism`` (one type for one concept; the command line's
+``--dp central`` is ``Mechanism.CENTRAL_GAUSSIAN``), DESIGN section 3's round modes: NONE
+(clipping, rounding and the secure sum, no privacy claim), CENTRAL_GAUSSIAN (the coordinator
+adds discrete Gaussian noise to the modular sum, before decoding), DISTRIBUTED (each site adds
+its share of discrete noise inside the encoding; the sum carries the whole noise) and LOCAL
+(each site adds the full noise itself).
 
 Sites send FedAvg's secret weights through ``privacy.WeightedSumCodec``: site k encodes
 (n_k / max_weight) * [clip_c(Delta_k), c], a vector of L2 norm <= sqrt(2) c. That vector is
@@ -16,37 +17,19 @@ may claim); it must be agreed before the round, never taken from the sites' actu
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
 from privacy import Mechanism, NoiseKind, Rounding, RoundPrivacy
+from privacy import _validate as v
 from secagg.errors import ConfigurationError
 
-from . import _validate as v
-
-__all__ = ["PrivacyMode", "SecureSumConfig"]
+__all__ = ["SecureSumConfig"]
 
 
-class PrivacyMode(enum.Enum):
-    """Who adds the differential-privacy noise of a round (if anyone)."""
-
-    NONE = "none"
-    CENTRAL = "central"
-    DISTRIBUTED = "distributed"
-    LOCAL = "local"
-
-    @property
-    def mechanism(self) -> Mechanism:
-        return _MECHANISMS[self]
-
-
-_MECHANISMS = {
-    PrivacyMode.NONE: Mechanism.NONE,
-    PrivacyMode.CENTRAL: Mechanism.CENTRAL_GAUSSIAN,
-    PrivacyMode.DISTRIBUTED: Mechanism.DISTRIBUTED,
-    PrivacyMode.LOCAL: Mechanism.LOCAL,
-}
+# The round mechanisms of privacy.Mechanism (DP_SGD is local training's, not a sum's).
+_ROUND_MODES = (Mechanism.NONE, Mechanism.CENTRAL_GAUSSIAN, Mechanism.DISTRIBUTED,
+                Mechanism.LOCAL)
 
 
 def _flag(value: object, name: str) -> bool:
@@ -75,7 +58,7 @@ class SecureSumConfig:
     which aims at a 1% quantisation error only.
     """
 
-    mode: PrivacyMode
+    mode: Mechanism
     clip_norm: float
     max_weight: float
     noise_multiplier: float = 0.0
@@ -90,8 +73,8 @@ class SecureSumConfig:
     malicious: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.mode, PrivacyMode):
-            raise ConfigurationError(f"mode must be a PrivacyMode, got {self.mode!r}")
+        if not isinstance(self.mode, Mechanism) or self.mode not in _ROUND_MODES:
+            raise ConfigurationError(f"mode must be a round privacy.Mechanism, got {self.mode!r}")
         object.__setattr__(self, "clip_norm",
                            v.hyperparameter(self.clip_norm, "clip_norm", low=0.0, low_open=True))
         object.__setattr__(self, "max_weight",
@@ -102,7 +85,7 @@ class SecureSumConfig:
             _flag(getattr(self, name), name)
         for name in ("neighbors", "threshold"):
             _optional_int(getattr(self, name), name)
-        if self.mode is PrivacyMode.DISTRIBUTED and not self.secure:
+        if self.mode is Mechanism.DISTRIBUTED and not self.secure:
             raise ConfigurationError("distributed DP needs the secure sum: each site's share of "
                                      "the noise protects nothing on its own (secure=True)")
         self.round_privacy()  # RoundPrivacy checks the mode/noise/bits combination
@@ -114,7 +97,7 @@ class SecureSumConfig:
 
     def round_privacy(self) -> RoundPrivacy:
         """The privacy package's description of this round's mechanism."""
-        return RoundPrivacy(mechanism=self.mode.mechanism, clip_norm=self.encoded_clip,
+        return RoundPrivacy(mechanism=self.mode, clip_norm=self.encoded_clip,
                             noise_multiplier=self.noise_multiplier, noise=self.noise,
                             bits=self.modulus_bits,
                             target_wrap_probability=self.target_wrap_probability,

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cohort.contract import SiteId
 from privacy import EncodingConfig, PrivacyEvent
-
-from ._round_inputs import SiteId
 
 __all__ = ["SecureSumResult"]
 
@@ -21,7 +20,9 @@ class SecureSumResult:
     the round's noise; ``total_weight`` is sum_k n_k (noisy too when the mode has noise).
     ``event`` is the privacy event each included site must charge, built from the sites
     actually summed (None for mode NONE). ``wrap_rate`` is the fraction of coordinates whose
-    true integer sum fell outside the modulus window (None in the clear).
+    true integer sum fell outside the modulus window (None in the clear, and None from a
+    coordinator, which never sees the clear vectors: only the in-process simulation reports
+    it, from the sites' side).
     ``transcript_bytes`` counts every byte of the secure-aggregation messages (None in the
     clear). ``encoding`` is the round's encoding plan (None in the clear).
     """

@@ -47,7 +47,7 @@ from .noise import (
     sample_discrete_gaussian_exact,
     sample_skellam,
 )
-from .randomness import RandomSource
+from .randomness import RandomSource, RoundRandomness
 
 __all__ = [
     "Accountant",
@@ -71,6 +71,7 @@ __all__ = [
     "ReleaseRepeated",
     "ReleaseStatus",
     "RoundPrivacy",
+    "RoundRandomness",
     "Rounding",
     "SiteLedger",
     "SkellamEvent",

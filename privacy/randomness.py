@@ -16,13 +16,15 @@ is for; a source made that way reports ``is_secure == False`` and production cod
 
 from __future__ import annotations
 
+import hashlib
+import os
 import secrets
 
 import numpy as np
 
 from . import _validate as v
 
-__all__ = ["RandomSource"]
+__all__ = ["RandomSource", "RoundRandomness"]
 
 
 class RandomSource:
@@ -56,3 +58,36 @@ class RandomSource:
 
     def __repr__(self) -> str:
         return f"RandomSource({'secure' if self._secure else 'simulation'})"
+
+
+_ROUND_DOMAIN = b"cohort/coordinator/secure-sum/v1\x00"  # kept: seeded runs stay bit-identical
+
+
+class RoundRandomness:
+    """Where one round's randomness comes from: the OS CSPRNG, or a simulation seed.
+
+    Without a seed every consumer (each site's rounding and noise, the coordinator's central
+    noise) gets a fresh :meth:`RandomSource.secure` and the public rotation seed is 32 bytes
+    from ``os.urandom``. With a seed (simulations and tests only) each consumer gets its own
+    stream derived by SHA-256 from the seed and a label, so no two sites ever share noise. A
+    site derives its own stream here itself (label ``site-<client id>``): in a simulation the
+    sites and the coordinator share a seed, never the streams."""
+
+    def __init__(self, seed: int | None) -> None:
+        self._seed = v.seed(seed)
+
+    @property
+    def simulation(self) -> bool:
+        return self._seed is not None
+
+    def _digest(self, label: bytes) -> bytes:
+        assert self._seed is not None
+        return hashlib.sha256(_ROUND_DOMAIN + label + b"\x00" + str(self._seed).encode()).digest()
+
+    def rotation_seed(self) -> bytes:
+        return os.urandom(32) if self._seed is None else self._digest(b"rotation")
+
+    def source(self, label: str) -> RandomSource:
+        if self._seed is None:
+            return RandomSource.secure()
+        return RandomSource.for_simulation(int.from_bytes(self._digest(label.encode())[:8], "big"))

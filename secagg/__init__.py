@@ -14,8 +14,6 @@ from .errors import (
     ConfigurationError,
     InvalidInput,
     InvalidMessage,
-    NotEnrolled,
-    PolicyViolation,
     ProtocolAbort,
     StageError,
 )
@@ -50,6 +48,4 @@ __all__ = [
     "InvalidMessage",
     "StageError",
     "ProtocolAbort",
-    "NotEnrolled",
-    "PolicyViolation",
 ]

@@ -2,7 +2,9 @@
 
 Every error Cohort raises on purpose derives from :class:`CohortError`, so a caller can catch the
 whole family at once, and the specific subclasses say what went wrong without saying anything
-secret: a failed decryption or signature check never tells which check failed.
+secret: a failed decryption or signature check never tells which check failed. The base lives
+here, in the lowest package; errors about sites live with the sites (``clients.PolicyViolation``)
+and enrolment with the contract (``cohort.contract.NotEnrolled``).
 """
 
 from __future__ import annotations
@@ -14,8 +16,6 @@ __all__ = [
     "InvalidMessage",
     "ProtocolAbort",
     "StageError",
-    "NotEnrolled",
-    "PolicyViolation",
 ]
 
 
@@ -48,10 +48,3 @@ class ProtocolAbort(CohortError):
         super().__init__(message)
         self.stage = stage
 
-
-class NotEnrolled(CohortError):
-    """A party without a provisioned identity tried to take part."""
-
-
-class PolicyViolation(CohortError):
-    """A request that a site's policy does not allow."""

@@ -33,7 +33,8 @@ from clients import (
     split_dataset,
 )
 from privacy import Budget, BudgetExceeded, GaussianEvent, SiteLedger
-from secagg.errors import CohortError, ConfigurationError, InvalidInput, PolicyViolation
+from clients import PolicyViolation
+from secagg.errors import CohortError, ConfigurationError, InvalidInput
 
 SPLITS = split_dataset(load_dataset(DatasetName.BREAST_CANCER), seed=0)
 SITES = make_site_data(SPLITS, n_sites=3, scheme=PartitionScheme.IID, seed=0)

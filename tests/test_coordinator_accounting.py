@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from opacus.accountants import RDPAccountant
 
-from coordinator import PrivacyMode, RoundAccountant, SecureSumConfig, secure_sum
+from privacy import Mechanism
+from coordinator import RoundAccountant, SecureSumConfig, secure_sum
 from privacy import (
     Accountant,
     GaussianEvent,
@@ -113,7 +114,7 @@ def test_bad_states_change_nothing(mutate) -> None:
 def test_training_rounds_charge_what_really_happened() -> None:
     rng = np.random.default_rng(0)
     updates = {i: (rng.standard_normal(16) * 0.1, float(rng.integers(1, 50))) for i in range(5)}
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=50,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=50,
                           noise_multiplier=1.0, noise=NoiseKind.SKELLAM, modulus_bits=24,
                           neighbors=4, threshold=3)
     acc = RoundAccountant()

@@ -1,7 +1,7 @@
 """Central DP is a true bound (finding 8): the coordinator's discrete Gaussian is added inside
 Z_2^b before decoding, so replacing one site moves the noised quantity by at most the charged
 replace-one sensitivity (twice one site's rounded vector), even for aligned updates that wrap
-the sum. ``coordinator.secure_sum._PLANT_CENTRAL_NOISE_AFTER_DECODE`` plants the old path (float
+the sum. ``coordinator.aggregation._PLANT_CENTRAL_NOISE_AFTER_DECODE`` plants the old path (float
 noise after decoding) and the same search catches it."""
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import pytest
 from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 
-from coordinator import PrivacyMode, SecureSumConfig, secure_sum
+from privacy import Mechanism
+from coordinator import SecureSumConfig, secure_sum
 from privacy import DiscreteGaussianEvent, RandomSource, WeightedSumCodec
 from privacy._hadamard import fwht
 from privacy.encoding import rotation_signs
 
 SEED = bytes(range(32))
-# The module (its package exports a function of the same name).
-secure_sum_module = importlib.import_module("coordinator.secure_sum")
+# The coordinator-side half, where central noise is added.
+secure_sum_module = importlib.import_module("coordinator.aggregation")
 
 
 def _aligned(dim: int, k: int, clip: float) -> np.ndarray:
@@ -37,7 +38,7 @@ def _replace_one_shift(n: int, dim: int, k: int, victim: int, flip: bool, bits: 
                        z: float) -> tuple[float, float]:
     """(move of the noised quantity when one site is replaced, charged replace-one bound)."""
     c, w_max = 1.0, 1.0
-    config = SecureSumConfig(mode=PrivacyMode.CENTRAL, clip_norm=c, max_weight=w_max,
+    config = SecureSumConfig(mode=Mechanism.CENTRAL_GAUSSIAN, clip_norm=c, max_weight=w_max,
                              noise_multiplier=z, modulus_bits=bits)
     rp = config.round_privacy()
     plan = rp.plan(dim=dim + 1, expected_clients=n)
@@ -93,7 +94,7 @@ def test_central_secure_sum_decodes_the_ring_noised_sum() -> None:
     (sum + discrete Gaussian) mod 2^b, and the event is the ring noise's."""
     n, dim = 4, 63
     x = _aligned(dim, 5, 1.0)
-    config = SecureSumConfig(mode=PrivacyMode.CENTRAL, clip_norm=1.0, max_weight=1.0,
+    config = SecureSumConfig(mode=Mechanism.CENTRAL_GAUSSIAN, clip_norm=1.0, max_weight=1.0,
                              noise_multiplier=1.0)
     result = secure_sum({i: (x, 1.0) for i in range(n)}, config, seed=3)
     assert isinstance(result.event, DiscreteGaussianEvent)

@@ -1,5 +1,8 @@
 """The simulation engine charges every release: each site reserves the round's worst case under
-the round's release id before the secure sum runs, and settles afterwards (finding 9).
+the round's release id before the secure sum runs, and settles afterwards (finding 9). Since
+issue 9 the ledger calls are the sites' own (``clients.round.SiteRound``) and the engine drives
+the round through ``run_secure_round``, the seam these tests spy on: the spy checks every
+reservation when the round starts and again as each masked input reaches the coordinator.
 
 Each test names the defect it catches; ``privacy.ledger._PLANT_CHARGE_AFTER_RELEASE`` plants the
 old charge-after-release path and the tests show they catch it."""
@@ -14,32 +17,43 @@ import coordinator.simulation.engine as engine
 import privacy.ledger as ledger_module
 from coordinator._randomness import release_id
 from coordinator.simulation import Simulation, SimulationConfig
-from coordinator.sum_config import PrivacyMode
-from privacy import ReleaseStatus
-from secagg.errors import ProtocolAbort
+from privacy import Mechanism, ReleaseStatus
+from secagg import Stage
 
-CONFIG = dict(sites=3, rounds=2, local_epochs=1, baselines=False, dp=PrivacyMode.CENTRAL,
+CONFIG = dict(sites=3, rounds=2, local_epochs=1, baselines=False, dp=Mechanism.CENTRAL_GAUSSIAN,
               noise_multiplier=3.0, target_epsilon=40.0, modulus_bits=20, seed=5)
 
 
-def _spy(monkeypatch, sim: Simulation, *, outcome=None) -> list[list]:
-    """Wrap the engine's secure sum: at the moment it runs (the masked inputs leave), record
-    each site's ledger entry for the round's release id. ``outcome`` replaces the sum's
-    result by an exception (an abort, or a crash after the release)."""
+def _spy(monkeypatch, sim: Simulation, *, outcome=None, dropouts=None) -> list[list]:
+    """Wrap the engine's secure round: when it starts, and again at the moment each site's
+    masked input reaches the coordinator, record each site's ledger entry for the round's
+    release id. ``outcome`` replaces the round by an exception (a crash before the outcome is
+    known); ``dropouts`` replaces the engine's (e.g. to make the round abort for real)."""
     seen: list[list] = []
-    real = engine.secure_sum
+    calls: list[int] = []
+    real = engine.run_secure_round
 
-    def spy(updates, config, *, dropouts=None, seed=None, round_id=None):
-        r = len(seen) + 1
-        rid = release_id(sim.config.seed, r)
-        assert round_id == rid  # the secure round is named by the release id it charges
-        seen.append([[e for e in s.ledger.entries() if e.release_id == rid]
-                     for s in sim.consortium.sites])
+    def rows(rid):
+        return [[e for e in s.ledger.entries() if e.release_id == rid]
+                for s in sim.consortium.sites]
+
+    def spy(aggregation, sites, *, dropouts=None, observer=None):
+        calls.append(1)
+        rid = release_id(sim.config.seed, len(calls))
+        assert aggregation.round_id == rid  # the secure round is named by the release id
+        seen.append(rows(rid))
         if outcome is not None:
             raise outcome
-        return real(updates, config, dropouts=dropouts, seed=seed, round_id=round_id)
 
-    monkeypatch.setattr(engine, "secure_sum", spy)
+        def at_input(stage, site, data):
+            if stage is Stage.MASKED_INPUT:
+                seen.append(rows(rid))
+
+        return real(aggregation, sites, dropouts=dropouts if forced is None else forced,
+                    observer=at_input)
+
+    forced = dropouts
+    monkeypatch.setattr(engine, "run_secure_round", spy)
     return seen
 
 
@@ -53,7 +67,7 @@ def test_every_site_reserves_before_the_sum_and_settles_after(tmp_path: Path, mo
     sim = Simulation(SimulationConfig(**CONFIG), work_dir=tmp_path)
     seen = _spy(monkeypatch, sim)
     result = sim.run()
-    assert result.stopped is None and len(seen) == 2
+    assert result.stopped is None and len(seen) == 2 * (1 + 3)  # the start, and 3 inputs
     _reserved_before_the_sum(seen)
     for site in sim.consortium.sites:
         rows = site.ledger.entries()
@@ -71,9 +85,12 @@ def test_planted_charge_after_release_is_caught(tmp_path: Path, monkeypatch) -> 
 
 
 def test_an_aborted_round_settles_to_nothing(tmp_path: Path, monkeypatch) -> None:
+    """A real abort after every masked input left: nobody reveals its shares, the
+    coordinator announces the abort, and every site settles to nothing."""
     sim = Simulation(SimulationConfig(**{**CONFIG, "rounds": 1}), work_dir=tmp_path)
-    _spy(monkeypatch, sim, outcome=ProtocolAbort("too few", stage="unmask"))
+    seen = _spy(monkeypatch, sim, dropouts={"unmask": [s.site_id for s in sim.consortium.sites]})
     result = sim.run()
+    _reserved_before_the_sum(seen)
     assert "aborted" in result.rounds[0].note
     for site in sim.consortium.sites:
         [row] = site.ledger.entries()

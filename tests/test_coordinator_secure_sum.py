@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator import PrivacyMode, SecureSumConfig, SecureSumResult, secure_sum
+from privacy import Mechanism
+from coordinator import SecureSumConfig, SecureSumResult, secure_sum
 from privacy.noise import MAX_NOISE_VARIANCE
 from privacy import (
     DiscreteGaussianEvent,
@@ -79,7 +80,7 @@ def test_secure_sum_is_within_the_rounding_bound_of_the_clear_sum(sites: list, c
                                                                   bits: int, seed: int) -> None:
     updates = {i: (np.array(x), float(w)) for i, (x, w) in enumerate(sites)}
     n, w_max = len(updates), 1000.0
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=clip, max_weight=w_max,
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=clip, max_weight=w_max,
                           modulus_bits=bits)
     result = secure_sum(updates, cfg, seed=seed)
     clear = secure_sum(updates, dataclasses.replace(cfg, secure=False), seed=seed)
@@ -103,7 +104,7 @@ def test_secure_sum_is_within_the_rounding_bound_of_the_clear_sum(sites: list, c
 
 def test_seeded_rounds_reproduce_and_results_are_frozen() -> None:
     updates = make_updates(4, 30, seed=2)
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=500,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=500,
                           noise_multiplier=0.5, modulus_bits=24)
     a, b = secure_sum(updates, cfg, seed=11), secure_sum(updates, cfg, seed=11)
     assert np.array_equal(a.weighted_sum, b.weighted_sum) and a.total_weight == b.total_weight
@@ -124,7 +125,7 @@ def test_dropouts_at_masked_input_charge_only_the_survivors(noise: NoiseKind) ->
     updates = {f"site-{i}": u for i, u in make_updates(n, dim, seed=3).items()}
     dropped = {"site-1", "site-4"}
     survivors = set(updates) - dropped
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=w_max,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=w_max,
                           noise_multiplier=0.05, noise=noise, modulus_bits=28, neighbors=n - 1)
     result = secure_sum(updates, cfg, dropouts={Stage.MASKED_INPUT: dropped}, seed=5)
     assert result.included == frozenset(survivors)
@@ -149,7 +150,7 @@ def test_dropouts_at_masked_input_charge_only_the_survivors(noise: NoiseKind) ->
 def test_distributed_noise_in_the_sum_is_that_of_the_survivors() -> None:
     n, dim, w_max, z = 5, 3000, 100.0, 0.5
     updates = make_updates(n, dim, seed=4, scale=0.01, max_weight=100)
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=w_max,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=w_max,
                           noise_multiplier=z, modulus_bits=24, neighbors=n - 1)
     result = secure_sum(updates, cfg, dropouts={"masked_input": [0, 3]}, seed=6)
     survivors = {1, 2, 4}
@@ -167,7 +168,7 @@ def test_late_dropouts_are_still_summed_and_clear_path_agrees() -> None:
     input and is in. Both paths agree on who, on the total weight and on the weighted sum (the
     secure one within its rounding bound of the clear one)."""
     updates = make_updates(6, 8, seed=7)
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=500, neighbors=5,
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=500, neighbors=5,
                           modulus_bits=32)
     drops = {"share_keys": [0], "unmask": [2]}
     secure = secure_sum(updates, cfg, dropouts=drops, seed=8)
@@ -188,7 +189,7 @@ def test_malicious_mode_and_consistency_check_dropouts() -> None:
     """A site that drops at the consistency check had its masked input summed already: it is
     included, and the sum is that of all five (within the rounding bound)."""
     updates = make_updates(5, 8, seed=9)
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=500, neighbors=4,
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=500, neighbors=4,
                           malicious=True)
     result = secure_sum(updates, cfg, dropouts={"consistency_check": [3]}, seed=1)
     assert result.included == frozenset(range(5))  # its masked input was already in
@@ -206,12 +207,12 @@ def test_malicious_mode_and_consistency_check_dropouts() -> None:
 
 def test_protocol_abort_propagates() -> None:
     updates = make_updates(5, 8, seed=10)
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=500,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=500,
                           noise_multiplier=1.0, neighbors=4, threshold=3)
     with pytest.raises(ProtocolAbort):
         secure_sum(updates, cfg, dropouts={"masked_input": [0, 1, 2]}, seed=2)
     with pytest.raises(ProtocolAbort):
-        secure_sum(updates, dataclasses.replace(cfg, mode=PrivacyMode.CENTRAL, secure=False),
+        secure_sum(updates, dataclasses.replace(cfg, mode=Mechanism.CENTRAL_GAUSSIAN, secure=False),
                    dropouts={"advertise_keys": range(5)})
 
 
@@ -220,7 +221,7 @@ def test_protocol_abort_propagates() -> None:
 def test_central_mode_adds_noise_of_the_planned_scale() -> None:
     n, dim, w_max, z, c = 3, 4000, 200.0, 0.8, 1.5
     updates = make_updates(n, dim, seed=12, scale=0.02, max_weight=200)
-    cfg = SecureSumConfig(mode=PrivacyMode.CENTRAL, clip_norm=c, max_weight=w_max,
+    cfg = SecureSumConfig(mode=Mechanism.CENTRAL_GAUSSIAN, clip_norm=c, max_weight=w_max,
                           noise_multiplier=z, modulus_bits=32)
     result = secure_sum(updates, cfg, seed=13)
     want_sum, want_total = clear_weighted_sum(updates, range(n), c)
@@ -242,7 +243,7 @@ def test_central_mode_adds_noise_of_the_planned_scale() -> None:
 def test_local_mode_charges_one_site_and_adds_everyones_noise() -> None:
     n, dim, w_max, z = 4, 1000, 100.0, 0.3
     updates = make_updates(n, dim, seed=14, scale=0.02, max_weight=100)
-    cfg = SecureSumConfig(mode=PrivacyMode.LOCAL, clip_norm=1.0, max_weight=w_max,
+    cfg = SecureSumConfig(mode=Mechanism.LOCAL, clip_norm=1.0, max_weight=w_max,
                           noise_multiplier=z, modulus_bits=24)
     result = secure_sum(updates, cfg, dropouts={"masked_input": [1]}, seed=15)
     assert isinstance(result.event, SkellamEvent)
@@ -257,7 +258,7 @@ def test_many_bits_keep_skellam_noise_within_the_exact_sampler_range() -> None:
     Poisson sampler draws exactly; the plan caps it, and the round still runs and charges the
     survivors' noise."""
     updates = make_updates(3, 16, seed=16)
-    cfg = SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=500,
+    cfg = SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=500,
                           noise_multiplier=1.0, modulus_bits=40)
     result = secure_sum(updates, cfg, seed=1)
     assert result.encoding.local_variance <= MAX_NOISE_VARIANCE
@@ -271,20 +272,20 @@ def test_many_bits_keep_skellam_noise_within_the_exact_sampler_range() -> None:
 
 def test_distributed_without_secure_sum_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
-        SecureSumConfig(mode=PrivacyMode.DISTRIBUTED, clip_norm=1.0, max_weight=10,
+        SecureSumConfig(mode=Mechanism.DISTRIBUTED, clip_norm=1.0, max_weight=10,
                         noise_multiplier=1.0, secure=False)
 
 
 @pytest.mark.parametrize("kwargs", [
     {"mode": "none"},
-    {"mode": PrivacyMode.NONE, "noise_multiplier": 1.0},
-    {"mode": PrivacyMode.CENTRAL},
-    {"mode": PrivacyMode.LOCAL, "noise_multiplier": 1.0, "noise": NoiseKind.NONE},
-    {"mode": PrivacyMode.NONE, "clip_norm": 0.0},
-    {"mode": PrivacyMode.NONE, "max_weight": -1.0},
-    {"mode": PrivacyMode.NONE, "modulus_bits": 65},
-    {"mode": PrivacyMode.NONE, "secure": 1},
-    {"mode": PrivacyMode.NONE, "neighbors": 0},
+    {"mode": Mechanism.NONE, "noise_multiplier": 1.0},
+    {"mode": Mechanism.CENTRAL_GAUSSIAN},
+    {"mode": Mechanism.LOCAL, "noise_multiplier": 1.0, "noise": NoiseKind.NONE},
+    {"mode": Mechanism.NONE, "clip_norm": 0.0},
+    {"mode": Mechanism.NONE, "max_weight": -1.0},
+    {"mode": Mechanism.NONE, "modulus_bits": 65},
+    {"mode": Mechanism.NONE, "secure": 1},
+    {"mode": Mechanism.NONE, "neighbors": 0},
 ])
 def test_bad_configs(kwargs: dict) -> None:
     base = {"clip_norm": 1.0, "max_weight": 10.0}
@@ -309,7 +310,7 @@ GOOD = {0: (np.zeros(4), 1.0), 1: (np.ones(4), 2.0), 2: (np.ones(4), 3.0)}
     [(np.zeros(4), 1.0), (np.zeros(4), 1.0)],
 ])
 def test_bad_updates_are_invalid_input(updates) -> None:
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=10.0)
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=10.0)
     with pytest.raises(InvalidInput):
         secure_sum(updates, cfg, seed=0)
 
@@ -322,7 +323,7 @@ def test_bad_updates_are_invalid_input(updates) -> None:
     (None, 1.5),
 ])
 def test_bad_dropouts_and_seeds(dropouts, seed) -> None:
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=10.0)
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=10.0)
     with pytest.raises(ConfigurationError):
         secure_sum(GOOD, cfg, dropouts=dropouts, seed=seed)
     # The same case through the clear path is refused the same way.
@@ -337,7 +338,7 @@ def test_a_config_that_is_not_a_secure_sum_config_is_refused() -> None:
 
 @pytest.mark.parametrize("round_id", [b"short", b"x" * 33, "a string id of 20 chars"])
 def test_bad_round_ids_are_refused(round_id) -> None:
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=10.0)
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=10.0)
     with pytest.raises(ConfigurationError):
         secure_sum(GOOD, cfg, round_id=round_id)  # type: ignore[arg-type]
 
@@ -351,7 +352,7 @@ def test_the_round_id_is_the_secure_rounds_id() -> None:
 
 def test_mixed_site_ids_and_float_weights() -> None:
     updates = {"b": (np.full(3, 0.1), 2.5), 7: (np.full(3, -0.2), 1.25), "a": (np.zeros(3), 0.0)}
-    cfg = SecureSumConfig(mode=PrivacyMode.NONE, clip_norm=1.0, max_weight=4.0,
+    cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=4.0,
                           integer_weights=False, modulus_bits=32)
     result = secure_sum(updates, cfg, dropouts={"masked_input": ["a"]}, seed=3)
     assert result.included == frozenset({"b", 7})

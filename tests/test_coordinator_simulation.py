@@ -18,7 +18,7 @@ from coordinator.simulation import (
     Transfer,
     run_simulation,
 )
-from coordinator.sum_config import PrivacyMode
+from privacy import Mechanism
 from secagg.errors import ConfigurationError
 
 SMALL = dict(sites=3, rounds=3, local_epochs=1, baselines=False)
@@ -64,7 +64,7 @@ def test_secure_run_matches_the_clear_run_closely(tmp_path: Path) -> None:
 
 
 def test_budget_stops_training_cleanly_and_never_overspends(tmp_path: Path) -> None:
-    config = SimulationConfig(**{**SMALL, "rounds": 20}, dp=PrivacyMode.CENTRAL,
+    config = SimulationConfig(**{**SMALL, "rounds": 20}, dp=Mechanism.CENTRAL_GAUSSIAN,
                               noise_multiplier=2.0, target_epsilon=3.0, modulus_bits=20)
     sim = Simulation(config, work_dir=tmp_path)
     result = sim.run()
@@ -79,7 +79,7 @@ def test_budget_stops_training_cleanly_and_never_overspends(tmp_path: Path) -> N
 
 def test_dropouts_shrink_the_sum_and_distributed_noise_is_charged(tmp_path: Path) -> None:
     config = SimulationConfig(sites=6, rounds=6, local_epochs=1, baselines=False,
-                              dropout_rate=0.3, dp=PrivacyMode.DISTRIBUTED,
+                              dropout_rate=0.3, dp=Mechanism.DISTRIBUTED,
                               noise_multiplier=0.5, modulus_bits=20, seed=5)
     result = Simulation(config, work_dir=tmp_path).run()
     participants = [r.participants for r in result.rounds]
@@ -144,7 +144,7 @@ def test_csv_data_set_end_to_end(tmp_path: Path) -> None:
 
 def test_bad_settings_are_refused_with_typed_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError):
-        SimulationConfig(dp=PrivacyMode.DISTRIBUTED, secagg=False)
+        SimulationConfig(dp=Mechanism.DISTRIBUTED, secagg=False)
     with pytest.raises(ConfigurationError):
         SimulationConfig(target_epsilon=1.0)  # a budget without a DP mode
     with pytest.raises(ConfigurationError):
@@ -170,7 +170,7 @@ def test_partition_and_seed_make_runs_reproducible(tmp_path: Path) -> None:
 def test_distillation_with_a_budget_charges_each_release_once(tmp_path: Path) -> None:
     config = SimulationConfig(**SMALL, algorithm=StrategyName.DISTILLATION,
                               models=(ModelKind.LOGISTIC, ModelKind.MLP),
-                              dp=PrivacyMode.CENTRAL, noise_multiplier=5.0, target_epsilon=50.0,
+                              dp=Mechanism.CENTRAL_GAUSSIAN, noise_multiplier=5.0, target_epsilon=50.0,
                               modulus_bits=24)
     sim = Simulation(config, work_dir=tmp_path)
     result = sim.run()

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cohort.contract import SERVER_OPTIMISERS
 from coordinator import (
     ClientConfig,
     FedAdagrad,
@@ -106,10 +107,18 @@ def test_paper_defaults_and_keyword_only() -> None:
         FedAdam(0.1)  # type: ignore[misc]
 
 
+OPTIMISERS = sorted(SERVER_OPTIMISERS, key=lambda s: s.value)
+
+
 def test_make_strategy() -> None:
-    for name in StrategyName:
+    for name in OPTIMISERS:
         s = make_strategy(name)
         assert s.name is name
+    # One StrategyName for sites and coordinator (the contract's): the names that are no
+    # server step are refused, not mapped onto one.
+    for name in set(StrategyName) - SERVER_OPTIMISERS:
+        with pytest.raises(ConfigurationError, match="not a server optimiser"):
+            make_strategy(name)
     assert make_strategy(StrategyName.FEDPROX, mu=0.5).client_config().proximal_mu == 0.5
     with pytest.raises(ConfigurationError):
         make_strategy(StrategyName.FEDAVG, beta2=0.5)
@@ -183,7 +192,7 @@ def snapshot(strategy: Strategy) -> str:
     return json.dumps({**state, "slots": {k: s.tolist() for k, s in state["slots"].items()}})
 
 
-@pytest.mark.parametrize("name", list(StrategyName))
+@pytest.mark.parametrize("name", OPTIMISERS)
 @pytest.mark.parametrize("x, wsum, weight", [
     (np.zeros(2), np.zeros(3), 1.0),            # wrong length
     (np.zeros(3), np.zeros((3, 1)), 1.0),       # wrong shape

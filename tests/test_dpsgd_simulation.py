@@ -16,7 +16,7 @@ import pytest
 
 from clients import DPSGDConfig, ModelKind, StrategyName, get_flat_params, site as site_module
 from coordinator.simulation import Simulation, SimulationConfig, run_simulation
-from coordinator.sum_config import PrivacyMode
+from privacy import Mechanism
 from privacy import (DiscreteGaussianEvent, LedgerTrack, ReleaseStatus,
                      SiteLedger, compute_epsilon)
 from privacy.dpsgd import dpsgd_event
@@ -25,7 +25,7 @@ from secagg.errors import ConfigurationError
 DP = DPSGDConfig(noise_multiplier=1.0, max_grad_norm=1.0)
 # batch 8 on ~130 records per site: q ≈ 1/17, cheap to account and a real subsampled Gaussian.
 BASE = dict(sites=3, rounds=2, local_epochs=1, batch_size=8, baselines=False, seed=2)
-BOTH = dict(**BASE, dp=PrivacyMode.CENTRAL, noise_multiplier=2.0, target_epsilon=60.0,
+BOTH = dict(**BASE, dp=Mechanism.CENTRAL_GAUSSIAN, noise_multiplier=2.0, target_epsilon=60.0,
             modulus_bits=24, dp_sgd=DP, example_epsilon=60.0, example_delta=1e-6)
 
 

@@ -37,7 +37,8 @@ from clients import (
 )
 from privacy import GaussianEvent, dpsgd
 from privacy.dpsgd import _Defect, dpsgd_event, private_training
-from secagg.errors import ConfigurationError, PolicyViolation
+from clients import PolicyViolation
+from secagg.errors import ConfigurationError
 
 BC = split_dataset(load_dataset(DatasetName.BREAST_CANCER), seed=0)
 DIGITS = split_dataset(load_dataset(DatasetName.DIGITS), seed=0)

@@ -16,10 +16,9 @@ from clients import (
     PersonalMode,
     StrategyName,
 )
+from cohort.contract import SERVER_OPTIMISERS
+from privacy import Mechanism
 from secagg.errors import ConfigurationError
-
-from .. import strategies
-from ..sum_config import PrivacyMode
 
 __all__ = ["Transfer", "SimulationConfig"]
 
@@ -57,7 +56,7 @@ class SimulationConfig:
     models: tuple[ModelKind, ...] = (ModelKind.MLP,)
     hidden: int = 32
     secagg: bool = True
-    dp: PrivacyMode = PrivacyMode.NONE
+    dp: Mechanism = Mechanism.NONE
     noise_multiplier: float = 1.0
     clip: float | None = None
     target_epsilon: float | None = None
@@ -87,8 +86,8 @@ class SimulationConfig:
             raise ConfigurationError("algorithm must be a clients.StrategyName")
         if self.algorithm is StrategyName.TRANSFER:
             raise ConfigurationError("transfer is a way to start (transfer=...), not an algorithm")
-        if not isinstance(self.dp, PrivacyMode):
-            raise ConfigurationError("dp must be a PrivacyMode")
+        if not isinstance(self.dp, Mechanism) or self.dp is Mechanism.DP_SGD:
+            raise ConfigurationError("dp must be a round privacy.Mechanism (DP-SGD is dp_sgd=)")
         if not isinstance(self.transfer, Transfer):
             raise ConfigurationError("transfer must be a Transfer")
         if not self.models or not all(isinstance(m, ModelKind) for m in self.models):
@@ -99,11 +98,11 @@ class SimulationConfig:
             raise ConfigurationError("rounds and local_epochs must be at least 1")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigurationError("dropout_rate must lie in [0, 1)")
-        if self.dp is PrivacyMode.DISTRIBUTED and not self.secagg:
+        if self.dp is Mechanism.DISTRIBUTED and not self.secagg:
             raise ConfigurationError("distributed DP needs the secure sum (--secagg)")
-        if self.dp is not PrivacyMode.NONE and not self.noise_multiplier > 0:
+        if self.dp is not Mechanism.NONE and not self.noise_multiplier > 0:
             raise ConfigurationError("a DP mode needs a positive noise multiplier")
-        if self.target_epsilon is not None and self.dp is PrivacyMode.NONE:
+        if self.target_epsilon is not None and self.dp is Mechanism.NONE:
             raise ConfigurationError("a target epsilon needs a DP mode (--dp)")
         if self.target_epsilon is not None and not self.target_epsilon > 0:
             raise ConfigurationError("target_epsilon must be positive")
@@ -142,12 +141,9 @@ class SimulationConfig:
         return _PERSONAL.get(self.algorithm)
 
     @property
-    def server_optimiser(self) -> strategies.StrategyName:
+    def server_optimiser(self) -> StrategyName:
         """The coordinator's optimiser (personalisation averages the shared body with FedAvg)."""
-        try:
-            return strategies.StrategyName(self.algorithm.value)
-        except ValueError:
-            return strategies.StrategyName.FEDAVG
+        return self.algorithm if self.algorithm in SERVER_OPTIMISERS else StrategyName.FEDAVG
 
     @property
     def local_optimizer(self) -> Optimizer:
@@ -170,7 +166,7 @@ class SimulationConfig:
         sensitivity) and 10 without (wide enough to leave typical updates alone)."""
         if self.clip is not None:
             return self.clip
-        return 1.0 if self.dp is not PrivacyMode.NONE else 10.0
+        return 1.0 if self.dp is not Mechanism.NONE else 10.0
 
     def model_for(self, index: int) -> ModelKind:
         return self.models[index % len(self.models)]

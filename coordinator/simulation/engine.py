@@ -3,10 +3,13 @@
 Each round the coordinator asks every site to take part (a :class:`clients.RoundRequest` that
 names the strategy, the participants, whether the sum is secure, and the worst privacy charge
 the round could cost — the one with the fewest survivors the secure sum accepts). Sites check
-their policy and budget *before* computing anything. The sites that agree train locally; their
-updates go through the privacy encoding and the secure sum (or, with ``secagg=False``, a clear
-sum for comparison); the coordinator's strategy applies the revealed sums; every site that was
-summed charges its ledger with what the round really cost; the global model is evaluated.
+their policy and budget *before* computing anything. Each release runs through the same two
+halves a deployment runs, over the in-memory transport (DESIGN section 5): every site's
+``clients.SiteRound`` trains, encodes with its own randomness, reserves its worst case and masks
+with its own keys; the coordinator's ``coordinator.AggregationRound`` only ever sees masked
+vectors and decodes their sum (with ``secagg=False``, a clear sum for comparison); the
+strategy applies the revealed sums; every site settles its ledger from the round's announced
+outcome; the global model is evaluated.
 Training stops cleanly, and says why, when a site's budget would be exceeded.
 
 With ``dp_sgd`` every site trains with example-level DP-SGD; each site reserves and settles
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -29,30 +33,32 @@ import numpy as np
 import torch
 
 from clients import (
-    DPSGDConfig,
     Part,
-    RoundRequest,
-    RoundTask,
+    PolicyViolation,
     Site,
-    StrategyName as SiteStrategy,
     distill,
     evaluate,
     get_flat_params,
     make_model,
     set_flat_params,
 )
-from privacy import BudgetExceeded, GaussianEvent, PrivacyEvent, compute_epsilon
+from clients.round import Release, SiteRound
+from cohort.contract import DPSGDConfig, NotEnrolled, RoundRequest, RoundTask, StrategyName
+from privacy import BudgetExceeded, GaussianEvent, Mechanism, PrivacyEvent, compute_epsilon
 from privacy.dpsgd import merge_steps
 from secagg import choose_parameters
-from secagg.errors import PolicyViolation, ProtocolAbort
+from secagg.errors import ProtocolAbort
 
 from .._randomness import release_id
 from ..accounting import RoundAccountant
-from ..secure_sum import secure_sum
+from ..aggregation import AggregationRound
 from ..strategies import Strategy, make_strategy
-from ..sum_config import PrivacyMode, SecureSumConfig
+from ..sum_config import SecureSumConfig
+from ..sum_result import SecureSumResult
 from .config import SimulationConfig
 from .consortium import Consortium, build_consortium
+from .secure_sum import secure_sum
+from .transport import announce, run_secure_round
 
 __all__ = ["RoundRecord", "SimulationResult", "Simulation"]
 
@@ -120,13 +126,13 @@ class Simulation:
         cfg = self.config
         return SecureSumConfig(mode=cfg.dp, clip_norm=clip, max_weight=max_weight,
                                noise_multiplier=cfg.noise_multiplier if cfg.dp is not
-                               PrivacyMode.NONE else 0.0, secure=cfg.secagg,
+                               Mechanism.NONE else 0.0, secure=cfg.secagg,
                                modulus_bits=cfg.modulus_bits)
 
     def _worst_charge(self, sum_config: SecureSumConfig, dim: int, n: int) -> PrivacyEvent | None:
         """The charge of a round in which only the fewest clients the secure sum accepts
         survive: what every site must be able to afford before it computes anything."""
-        if sum_config.mode is PrivacyMode.NONE:
+        if sum_config.mode is Mechanism.NONE:
             return None
         if not sum_config.secure:
             return GaussianEvent(noise_multiplier=sum_config.noise_multiplier)
@@ -142,52 +148,98 @@ class Simulation:
         gone = [s.site_id for s in sites if self._rng.random() < rate]
         return {"masked_input": gone} if gone else None
 
-    def _admit(self, round_number: int, task: RoundTask, charge: PrivacyEvent | None,
-               strategy: SiteStrategy, *, dp_sgd: DPSGDConfig | None = None,
-               ) -> tuple[list[Site], RoundRequest]:
-        sites = self.consortium.sites
+    def _request(self, round_number: int, task: RoundTask, charge: PrivacyEvent | None,
+                 strategy: StrategyName, *, dp_sgd: DPSGDConfig | None = None) -> RoundRequest:
         # One id per release, made once: it names the secure round and keys every site's
         # reservation and settlement of its charge.
-        request = RoundRequest(round_number=round_number, strategy=strategy,
-                               n_participants=len(sites), secure_aggregation=self.config.secagg,
-                               task=task, privacy_charge=charge, dp_sgd=dp_sgd,
-                               release_id=release_id(self.config.seed, round_number))
-        for site in sites:
-            site.check_round(request)  # BudgetExceeded / PolicyViolation stop the run
-        return sites, request
+        return RoundRequest(round_number=round_number, strategy=strategy,
+                            n_participants=len(self.consortium.sites),
+                            secure_aggregation=self.config.secagg, task=task,
+                            privacy_charge=charge, dp_sgd=dp_sgd,
+                            release_id=release_id(self.config.seed, round_number))
 
-    def _reserve(self, request: RoundRequest, sites: list[Site]) -> None:
-        """Just before the sites' inputs leave for the secure sum, each site with a ledger
-        durably reserves the round's worst case under the round's release id (DESIGN 2a).
-        (Not in ``_admit``: a site re-checks its budget when it computes, and must not find
-        its own round's reservation there.) If one site cannot, the round stops before anyone
-        sends anything, and the reservations already made are settled to nothing."""
-        if request.privacy_charge is None:
-            return
-        rid, reserved = request.release_id, []
+    def _admit(self, request: RoundRequest) -> list[Site]:
+        """Every site judges a request whose work releases nothing (distillation's local
+        training); BudgetExceeded / PolicyViolation stop the run."""
+        for site in self.consortium.sites:
+            site.check_round(request)
+        return self.consortium.sites
+
+    @staticmethod
+    def _reserve_all(releases) -> None:
+        """Just before the sites' inputs leave, each site durably reserves the round's worst
+        case under the round's release id (DESIGN 2a; the ledger call is the site's own,
+        ``clients.round``). If one site cannot, the round stops before anyone sends anything,
+        and the reservations already made are settled to nothing."""
+        done = []
         try:
-            for site in sites:
-                if site.ledger is not None:
-                    site.ledger.reserve(rid, request.privacy_charge,
-                                        label=f"round-{request.round_number}")
-                    reserved.append(site)
+            for release in releases:
+                release.reserve()
+                done.append(release)
         except BudgetExceeded:
-            for site in reserved:
-                site.ledger.settle(rid, None)
+            for release in done:
+                release.abandon()
             raise
 
-    def _charge(self, request: RoundRequest, sites: list[Site], included,
-                event: PrivacyEvent | None) -> None:
-        """Settle every reservation of the round: the true event for the sites summed, nothing
-        for the others (their inputs are in no released sum), nothing at all after an abort
-        (``included`` empty)."""
-        if request.privacy_charge is not None:
-            rid = request.release_id
+    def _release(self, request: RoundRequest, sum_config: SecureSumConfig, dim: int, *,
+                 work: Callable[[Site], tuple[np.ndarray, float]],
+                 check: Callable[[Site], object] | None = None) -> SecureSumResult:
+        """One release, through the same two halves a deployment runs: the coordinator's
+        :class:`AggregationRound` plans and announces it; each site's :class:`SiteRound` judges
+        the request (policy, budget), checks that its ``work`` can run, then — every site
+        having agreed — computes, encodes with its own randomness and reserves its worst case;
+        the in-memory transport carries the protocol's bytes, and every site settles from the
+        announced outcome. The coordinator's side never sees an update."""
+        seed = self.config.seed * 1_000 + request.round_number
+        sites = self.consortium.sites
+        if not sum_config.secure:
+            return self._clear_release(request, sum_config, sites, seed, work=work, check=check)
+        by_id = {site.site_id: site for site in sites}
+        aggregation = AggregationRound(sum_config, request=request, cohort=sorted(by_id),
+                                       dim=dim, seed=seed)
+        announcement = announce(aggregation)
+        rounds = {sid: SiteRound(announcement, site_id=sid, site=site,
+                                 work=functools.partial(work, site),
+                                 check_work=None if check is None
+                                 else functools.partial(check, site),
+                                 simulation_seed=seed)
+                  for sid, site in by_id.items()}
+        for site_round in rounds.values():
+            site_round.check_request()
+        for site_round in rounds.values():  # every site can compute before any site does
+            site_round.check()
+        for site_round in rounds.values():
+            site_round.train()
+        self._reserve_all(rounds.values())
+        result = run_secure_round(aggregation, rounds, dropouts=self._dropouts(sites))
+        if result.event is not None:
+            self.accountant.record(result.event, round_number=request.round_number)
+        return result
+
+    def _clear_release(self, request: RoundRequest, sum_config: SecureSumConfig,
+                       sites: list[Site], seed: int, *, work, check) -> SecureSumResult:
+        """The comparison path (``secagg=False``): the same judging, work and two-phase charge,
+        the vectors summed in the clear (no round to announce, nothing masked)."""
+        for site in sites:
+            site.check_round(request)
+        if check is not None:
             for site in sites:
-                if site.ledger is not None:
-                    site.ledger.settle(rid, event if site.site_id in included else None)
-        if event is not None:
-            self.accountant.record(event, round_number=request.round_number)
+                check(site)
+        updates = {site.site_id: work(site) for site in sites}
+        releases = {site.site_id: Release(site, request) for site in sites}
+        self._reserve_all(releases.values())
+        try:
+            result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites), seed=seed,
+                                round_id=request.release_id)
+        except ProtocolAbort:
+            for release in releases.values():
+                release.abandon()  # an abort reveals nothing
+            raise
+        for site_id, release in releases.items():
+            release.settle(result.event if site_id in result.included else None)
+        if result.event is not None:
+            self.accountant.record(result.event, round_number=request.round_number)
+        return result
 
     def _example_epsilon(self) -> dict[str, float] | None:
         """Each site's example-level epsilon at ``example_delta`` (None without DP-SGD)."""
@@ -197,7 +249,7 @@ class Simulation:
                 for site, events in self._example_events.items()}
 
     def _epsilon(self) -> float | None:
-        if self.config.dp is PrivacyMode.NONE or not self.accountant.rounds:
+        if self.config.dp is Mechanism.NONE or not self.accountant.rounds:
             return None
         return float(self.accountant.epsilon(delta=self.config.delta))
 
@@ -207,35 +259,28 @@ class Simulation:
         personal = cfg.personal_mode is not None
         part = Part.BODY if personal else None
         sites = self.consortium.sites
-        dp = cfg.dp is not PrivacyMode.NONE
+        dp = cfg.dp is not Mechanism.NONE
         max_weight = 1.0 if dp else float(max(s.n_train for s in sites))
         sum_config = self._sum_config(clip=cfg.update_clip, max_weight=max_weight)
         charge = self._worst_charge(sum_config, global_flat.size, len(sites))
-        sites, request = self._admit(r, RoundTask.FIT, charge, cfg.algorithm, dp_sgd=cfg.dp_sgd)
-        prox = cfg.prox_mu if cfg.algorithm is SiteStrategy.FEDPROX else 0.0
+        request = self._request(r, RoundTask.FIT, charge, cfg.algorithm, dp_sgd=cfg.dp_sgd)
+        prox = cfg.prox_mu if cfg.algorithm is StrategyName.FEDPROX else 0.0
         fit_args = dict(request=request, epochs=cfg.local_epochs, lr=cfg.local_lr,
                         optimizer=cfg.local_optimizer, batch_size=cfg.batch_size, prox_mu=prox,
                         part=part, personal=cfg.personal_mode)
-        for site in sites:  # every site can train (e.g. its DP-SGD cap) before any site does
-            site.check_fit(global_flat, **fit_args)
-        updates = {}
-        for site in sites:
+
+        def fit(site: Site) -> tuple[np.ndarray, float]:
             update = site.fit(global_flat, **fit_args)
             if update.example_event is not None:
                 self._example_events[site.site_id].append(update.example_event)
             # With DP every site weighs the same: the denominator is the (public) number of
             # sites summed, never a noisy total.
-            updates[site.site_id] = (update.delta, 1.0 if dp else float(update.n_samples))
-        self._reserve(request, sites)
-        try:
-            result = secure_sum(updates, sum_config, dropouts=self._dropouts(sites),
-                                seed=cfg.seed * 1_000 + r, round_id=request.release_id)
-        except ProtocolAbort:
-            self._charge(request, sites, frozenset(), None)  # an abort reveals nothing
-            raise
+            return update.delta, 1.0 if dp else float(update.n_samples)
+
+        result = self._release(request, sum_config, global_flat.size, work=fit,
+                               check=lambda site: site.check_fit(global_flat, **fit_args))
         total = float(len(result.included)) if dp else result.total_weight
         new_flat = self._strategy.apply(global_flat, result.weighted_sum, total)
-        self._charge(request, sites, result.included, result.event)
         return new_flat, {"participants": len(result.included), "planned": len(sites),
                           "wrap_rate": result.wrap_rate,
                           "secure_bytes": result.transcript_bytes}
@@ -251,28 +296,24 @@ class Simulation:
         # The round releases one thing, the sum of the predictions; the training request names
         # that charge too, so a site with a budget can refuse before it computes anything.
         charge = self._worst_charge(sum_config, X_pub.shape[0] * n_out, len(sites))
-        fit_sites, fit_request = self._admit(r, RoundTask.FIT, charge, SiteStrategy.DISTILLATION)
+        fit_request = self._request(r, RoundTask.FIT, charge, StrategyName.DISTILLATION)
+        fit_sites = self._admit(fit_request)
         for site in fit_sites:  # local training on private data: nothing leaves the site
             site.fit(get_flat_params(site.model), request=fit_request, epochs=cfg.local_epochs,
                      lr=cfg.local_lr, optimizer=cfg.local_optimizer, batch_size=cfg.batch_size)
-        pred_sites, pred_request = self._admit(r, RoundTask.PREDICT_PUBLIC, charge,
-                                               SiteStrategy.DISTILLATION)
-        preds = {s.site_id: (s.predict_public(X_pub, request=pred_request,
-                                              temperature=cfg.temperature).reshape(-1), 1.0)
-                 for s in pred_sites}
-        self._reserve(pred_request, pred_sites)
-        try:
-            result = secure_sum(preds, sum_config, dropouts=self._dropouts(pred_sites),
-                                seed=cfg.seed * 1_000 + r, round_id=pred_request.release_id)
-        except ProtocolAbort:
-            self._charge(pred_request, pred_sites, frozenset(), None)  # an abort reveals nothing
-            raise
+        pred_request = self._request(r, RoundTask.PREDICT_PUBLIC, charge,
+                                     StrategyName.DISTILLATION)
+
+        def predict(site: Site) -> tuple[np.ndarray, float]:
+            return (site.predict_public(X_pub, request=pred_request,
+                                        temperature=cfg.temperature).reshape(-1), 1.0)
+
+        result = self._release(pred_request, sum_config, X_pub.shape[0] * n_out, work=predict)
         consensus = np.asarray(result.weighted_sum) / len(result.included)
         consensus = consensus.reshape(X_pub.shape[0], -1) if n_out > 1 else consensus
         if n_out > 1:  # post-processing of the (noisy) average: back onto the simplex
             consensus = np.clip(consensus, 1e-6, None)
             consensus = consensus / consensus.sum(axis=1, keepdims=True)
-        self._charge(pred_request, pred_sites, result.included, result.event)
         for site in fit_sites:
             site.distill(X_pub, consensus, request=fit_request, epochs=cfg.distill_epochs,
                          lr=cfg.distill_lr, temperature=cfg.temperature, alpha_ce=0.5)
@@ -410,7 +451,7 @@ class Simulation:
                                           part=Part.BODY if cfg.personal_mode else None)
             optimiser = cfg.server_optimiser
             hyper = {} if cfg.server_lr is None else {"eta": cfg.server_lr}
-            if cfg.algorithm is SiteStrategy.FEDPROX:
+            if cfg.algorithm is StrategyName.FEDPROX:
                 hyper["mu"] = cfg.prox_mu
             self._strategy = make_strategy(optimiser, **hyper)
             self._strategy.initialize(global_flat)
@@ -438,7 +479,7 @@ class Simulation:
                     result.projection = self._budget_projection(r, global_flat)
                     result.stopped = self._projection_text(result.projection, exc)
                     break
-                except PolicyViolation as exc:
+                except (PolicyViolation, NotEnrolled) as exc:
                     result.stopped = f"stopped before round {r}: a site refused the round ({exc})"
                     break
                 except ProtocolAbort as exc:

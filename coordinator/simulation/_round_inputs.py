@@ -7,22 +7,18 @@ nothing: ``InvalidInput`` for the sites' data, ``ConfigurationError`` for the dr
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from cohort.contract import SiteId
+from privacy import _validate as v
 from secagg import Stage, dropout_plan
 from secagg.errors import ConfigurationError, InvalidInput
 
-from . import _validate as v
-
-__all__ = ["Site", "SiteId", "check_dropouts", "check_seed", "check_updates"]
-
-SiteId = int | str
+__all__ = ["Site", "check_dropouts", "check_seed", "check_updates"]
 
 
 @dataclass(frozen=True)
@@ -43,19 +39,6 @@ def _check_site_id(site: object) -> SiteId:
     return site
 
 
-def _check_weight(weight: object, site: SiteId, *, max_weight: float, integral: bool) -> float:
-    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
-        raise InvalidInput(f"site {site!r}: weight must be a real number, got {weight!r}")
-    w = float(weight)
-    if not (math.isfinite(w) and 0.0 <= w <= max_weight):
-        raise InvalidInput(f"site {site!r}: weight must lie in [0, max_weight={max_weight}], "
-                           f"got {weight!r}")
-    if integral and not w.is_integer():
-        raise InvalidInput(f"site {site!r}: weight must be an integer (a sample count), "
-                           f"got {weight!r}")
-    return w
-
-
 def check_updates(updates: Mapping[SiteId, tuple[Any, float]], *, max_weight: float,
                   integer_weights: bool) -> list[Site]:
     """The sites in secure-sum order, with clean float64 updates of one common length."""
@@ -71,7 +54,7 @@ def check_updates(updates: Mapping[SiteId, tuple[Any, float]], *, max_weight: fl
             raise InvalidInput(f"site {site!r}: expected an (update, weight) pair")
         update = v.vector(entry[0], f"site {site!r}'s update", dim=dim)
         dim = update.size
-        weight = _check_weight(entry[1], site, max_weight=max_weight, integral=integer_weights)
+        weight = v.weight(entry[1], site, max_weight=max_weight, integral=integer_weights)
         sites.append(Site(site, index, update, weight))
     return sites
 

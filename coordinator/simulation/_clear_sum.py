@@ -1,4 +1,5 @@
-"""The comparison path of :func:`coordinator.secure_sum` with ``secure=False``.
+"""The comparison path of :func:`coordinator.secure_sum` with ``secure=False`` (simulation
+only: here the vectors are summed in the clear, so nothing of it may run at a coordinator).
 
 The same vectors as the secure path (clip, weight slot, ``WeightedSumCodec``'s layout), summed
 as plain floats with nothing masked: CENTRAL adds N(0, (z sqrt(2) c)^2) to the sum, LOCAL adds
@@ -13,13 +14,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from privacy import GaussianEvent, PrivacyEvent, split_weighted, weighted_vector
+from cohort.contract import SiteId
+from privacy import (
+    GaussianEvent,
+    Mechanism,
+    PrivacyEvent,
+    RoundRandomness,
+    split_weighted,
+    weighted_vector,
+)
 from secagg import Stage
 from secagg.errors import ProtocolAbort
 
-from ._randomness import RoundRandomness
-from ._round_inputs import Site, SiteId
-from .sum_config import PrivacyMode, SecureSumConfig
+from ..sum_config import SecureSumConfig
+from ._round_inputs import Site
 
 __all__ = ["clear_sum"]
 
@@ -39,15 +47,15 @@ def clear_sum(sites: list[Site], config: SecureSumConfig, drop: dict[Stage, froz
     for site in summed:
         vec = weighted_vector(site.update, weight=site.weight, clip_norm=config.clip_norm,
                               max_weight=config.max_weight)
-        if config.mode is PrivacyMode.LOCAL:
+        if config.mode is Mechanism.LOCAL:
             gen = randomness.source(f"clear-site-{site.index}").generator
             vec = vec + gen.normal(0.0, rp.local_stddev(len(sites)), vec.shape)
         total += vec
-    if config.mode is PrivacyMode.CENTRAL:
+    if config.mode is Mechanism.CENTRAL_GAUSSIAN:
         total = rp.central_noise(total, randomness=randomness.source("clear-central"),
                                  simulation=randomness.simulation)
     event = None
-    if config.mode is not PrivacyMode.NONE:
+    if config.mode is not Mechanism.NONE:
         event = GaussianEvent(noise_multiplier=config.noise_multiplier)
     weighted_sum, total_weight = split_weighted(total, clip_norm=config.clip_norm,
                                                 max_weight=config.max_weight)
