@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from coordinator.service import status_for
 from net_pki import make_consortium
 from net_round import open_secagg_round, round_config, start_service
-from secagg import InvalidMessage, NotEnrolled, ProtocolAbort, StageError, envelope
+from cohort.contract import NotEnrolled
+from secagg import InvalidMessage, ProtocolAbort, StageError, envelope
 
 KEY = Ed25519PrivateKey.generate()
 RID = bytes(range(16))

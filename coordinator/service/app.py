@@ -32,7 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from secagg import envelope
-from secagg.errors import CohortError, InvalidMessage, NotEnrolled
+from cohort.contract import NotEnrolled
+from secagg.errors import CohortError, InvalidMessage
 
 from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
 from .rounds import Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, Work

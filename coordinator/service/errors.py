@@ -9,7 +9,8 @@ contains key material or a message's bytes.
 from __future__ import annotations
 
 from secagg.envelope import InvalidSignature, MalformedEnvelope
-from secagg.errors import CohortError, InvalidMessage, NotEnrolled, ProtocolAbort, StageError
+from cohort.contract import NotEnrolled
+from secagg.errors import CohortError, InvalidMessage, ProtocolAbort, StageError
 
 __all__ = ["InvalidRequest", "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound", "status_for"]
 
