@@ -78,6 +78,12 @@ class RoundConfig:
             object.__setattr__(self, name, round(float(rate) * _PPM) / _PPM)
         check_graph(len(clients), self.neighbors, self.threshold, malicious=self.malicious,
                     corrupt_rate=self.corrupt_rate)
+        if min_survivors(len(clients), self.threshold, self.dropout_rate,
+                         self.corrupt_rate) > len(clients):
+            raise ConfigurationError(
+                f"{len(clients)} clients at corrupt rate {self.corrupt_rate} cannot release a sum "
+                "of two honest inputs or more: with the corrupt clients the model allows, the "
+                "sum could be one client's input; use more clients or a lower corrupt rate")
         body = struct.pack(">B32sIIBIIBII", 2, self.round_id.ljust(32, b"\x00"), self.dim,
                            len(self.round_id), self.modulus_bits, self.neighbors,
                            self.threshold, int(self.malicious),
@@ -109,7 +115,7 @@ class RoundConfig:
     @cached_property
     def min_survivors(self) -> int:
         """Fewest clients whose sum a round may release (the model's minimum)."""
-        return min_survivors(self.n, self.threshold, self.dropout_rate)
+        return min_survivors(self.n, self.threshold, self.dropout_rate, self.corrupt_rate)
 
     @cached_property
     def signature_quorum(self) -> int:

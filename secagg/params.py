@@ -253,11 +253,15 @@ def signature_quorum(n: int, corrupt_rate: float) -> int:
     return (n + max_corrupt(n, corrupt_rate)) // 2 + 1
 
 
-def min_survivors(n: int, threshold: int, dropout_rate: float) -> int:
+def min_survivors(n: int, threshold: int, dropout_rate: float,
+                  corrupt_rate: float = DEFAULT_CORRUPT_RATE) -> int:
     """Fewest clients whose inputs a round may release the sum of: the model allows a fraction
-    ``dropout_rate`` of the cohort (rounded up to whole clients) to drop, no more, and never
-    fewer than the threshold."""
-    return max(threshold, n - math.ceil(dropout_rate * n - _EPS))
+    ``dropout_rate`` of the cohort (rounded up to whole clients) to drop, no more; never fewer
+    than the threshold; and never so few that, less the corrupt clients the model allows, the
+    sum could hold a single honest input (in a cohort of four with one corrupt client, two
+    survivors would release the other one's input)."""
+    return max(threshold, n - math.ceil(dropout_rate * n - _EPS),
+               max_corrupt(n, corrupt_rate) + 2)
 
 
 def complete_graph_threshold(n: int, *, corrupt_rate: float = DEFAULT_CORRUPT_RATE,

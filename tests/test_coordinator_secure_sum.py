@@ -346,15 +346,21 @@ def test_bad_round_ids_are_refused(round_id) -> None:
 def test_the_round_id_is_the_secure_rounds_id() -> None:
     from secagg import simulate_round
     rid = bytes(range(32))
-    result = simulate_round({0: np.arange(3), 1: np.arange(3)}, modulus_bits=8, round_id=rid)
+    result = simulate_round({c: np.arange(3) for c in range(4)}, modulus_bits=8, round_id=rid)
     assert result.config.round_id == rid
 
 
 def test_mixed_site_ids_and_float_weights() -> None:
-    updates = {"b": (np.full(3, 0.1), 2.5), 7: (np.full(3, -0.2), 1.25), "a": (np.zeros(3), 0.0)}
+    # Four sites, one dropping: the sum of three may be released (of two, one might be a
+    # corrupt site's and the other's input would be revealed; the round refuses that).
+    updates = {"b": (np.full(3, 0.1), 2.5), 7: (np.full(3, -0.2), 1.25), "a": (np.zeros(3), 0.0),
+               "c": (np.full(3, 0.3), 0.5)}
     cfg = SecureSumConfig(mode=Mechanism.NONE, clip_norm=1.0, max_weight=4.0,
                           integer_weights=False, modulus_bits=32)
     result = secure_sum(updates, cfg, dropouts={"masked_input": ["a"]}, seed=3)
-    assert result.included == frozenset({"b", 7})
-    assert result.total_weight == pytest.approx(3.75, abs=1e-6)
-    assert np.allclose(result.weighted_sum, 2.5 * 0.1 - 1.25 * 0.2, atol=1e-6)
+    assert result.included == frozenset({"b", 7, "c"})
+    assert result.total_weight == pytest.approx(4.25, abs=1e-6)
+    assert np.allclose(result.weighted_sum, 2.5 * 0.1 - 1.25 * 0.2 + 0.5 * 0.3, atol=1e-6)
+    with pytest.raises(ProtocolAbort):  # two survivors of three: below the model's minimum
+        secure_sum({k: v for k, v in updates.items() if k != "c"}, cfg,
+                   dropouts={"masked_input": ["a"]}, seed=3)

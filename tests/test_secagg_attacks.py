@@ -321,3 +321,22 @@ def test_arc_isolation_leaks_the_arc_without_the_ring_check():
         attack, outcome, leak = _arc_round(0)
     assert not isinstance(outcome, ProtocolAbort)
     assert set(attack.arc) & leak.exposed
+
+
+@pytest.mark.parametrize("n,drop", [(3, 1), (4, 2)])
+def test_a_tiny_cohort_never_releases_one_honest_input(n, drop):
+    """Review (attacker) finding: at n = 3 with one corrupt client and one honest dropout (n = 4
+    with two), the sum of the survivors less the corrupt client's input was the other honest
+    client's input. The model's minimum now keeps two honest inputs in any released sum."""
+    outcome, leak = _play(_inputs(n), corrupt={0},
+                          dropouts={"masked_input": list(range(1, 1 + drop))})
+    assert isinstance(outcome, ProtocolAbort)
+    assert not leak.exposed
+
+
+def test_two_clients_with_a_corrupt_rate_are_refused():
+    from secagg import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="one client's input"):
+        simulate_round(_inputs(2), modulus_bits=BITS)
+    simulate_round(_inputs(2), modulus_bits=BITS, corrupt_rate=0.0)  # no corrupt: allowed
