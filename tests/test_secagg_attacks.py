@@ -340,3 +340,19 @@ def test_two_clients_with_a_corrupt_rate_are_refused():
     with pytest.raises(ConfigurationError, match="one client's input"):
         simulate_round(_inputs(2), modulus_bits=BITS)
     simulate_round(_inputs(2), modulus_bits=BITS, corrupt_rate=0.0)  # no corrupt: allowed
+
+
+@pytest.mark.parametrize("dropped", [3, 4])
+def test_one_liar_with_the_dropouts_the_model_allows_cannot_abort(dropped):
+    """Review (attacker) finding: with 3 or 4 of 10 dropped, only t + 1 or t holders reveal and
+    unique decoding corrects nothing; the commitment check still finds the t honest shares
+    (every t-subset is tried) whenever t honest shares are there."""
+    attack = LyingShares()
+    attack.corrupt = frozenset({3})
+    outcome, leak = _play(_inputs(10), malicious=True, adversary=attack,
+                          dropouts={"masked_input": list(range(10 - dropped, 10))})
+    if dropped == 3:  # 7 holders, 6 honest: enough
+        assert not isinstance(outcome, ProtocolAbort)
+        assert outcome.included == frozenset(range(7))
+        assert 3 in outcome.liars
+    assert not leak.exposed
