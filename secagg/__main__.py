@@ -213,8 +213,8 @@ Examples:
 
 Prints one JSON object (--json) or a two-column table on stdout: clients, dim, neighbors,
 threshold, dropout, client_seconds, server_seconds, upload_bytes_per_client, expansion,
-prg_floor_seconds, server_stage_seconds (reveal_nonces: the graph-nonce step), correct, ...; writes no files. Exits 1 if the sum
-was wrong.
+prg_floor_seconds, server_stage_seconds (reveal_nonces is the graph-nonce step), correct,
+...; writes no files. Exits 1 if the sum was wrong.
 
 {EXIT_CODES_HELP}""")
 @click.option("--clients", type=Integer(min=2), default=100, help="Number of clients n.")
