@@ -1,4 +1,5 @@
-"""Command line of the coordinator: ``cohort simulate`` (also ``python -m coordinator simulate``).
+"""Command line of the coordinator: ``cohort simulate`` (also ``python -m coordinator simulate``);
+``cohort provision`` is in :mod:`._provision_cli`.
 
 A simulated hospital consortium training with secure aggregation (and optional differential
 privacy). The order is what makes it safe: every flag, the data set and its partition are
@@ -20,7 +21,9 @@ import click
 from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
 from cohort.options import Integer, Real, given, refuse
 
-__all__ = ["simulate", "main"]
+from ._provision_cli import provision
+
+__all__ = ["simulate", "provision", "main"]
 
 _DATASETS = ("breast_cancer", "digits", "diabetes")
 _STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi",
@@ -407,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     from cohort.registry import role_main
 
     return role_main("coordinator", argv, summary="The coordinator: the consortium "
-                     "simulation (serve, provision and status are planned).")
+                     "simulation and provisioning (serve and status are planned).")
 
 
 if __name__ == "__main__":
