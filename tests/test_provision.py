@@ -635,3 +635,20 @@ def test_the_command_in_process_refuses_overwrite_and_says_when_nothing_changes(
     help_text = capfd.readouterr().out
     for name in ("identity.key", "client.key", "roster.sig", "policy.toml", "ca.key"):
         assert name in help_text
+
+
+@pytest.mark.parametrize("text,match", BAD_FILES[::3])
+def test_a_bad_consortium_file_creates_nothing_new_or_existing(kits: Path, tmp_path: Path,
+                                                               capfd, text, match) -> None:
+    from cohort.registry import main
+
+    path = tmp_path / "consortium.toml"
+    path.write_text(text)
+    before = files(kits)
+    capfd.readouterr()
+    for out in (kits, tmp_path / "new-kits"):
+        assert main(["provision", str(path), "--out", str(out)]) == 2
+        err = capfd.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"ConfigurationError: {path}: "), err
+    assert files(kits) == before and not (tmp_path / "new-kits").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["consortium.toml", "kits"]
