@@ -54,12 +54,12 @@ COMMANDS: tuple[Entry, ...] = (
           role_names=("bench",)),
     Entry("ledger", "privacy", "ledger", "Print a site's privacy ledger.",
           role_names=("audit",)),
+    Entry("provision", "coordinator", "provision",
+          "Make a consortium's CA, certificates and site kits; add or revoke sites later."),
 )
 
 # The deployment commands of the next issues, with the role package that will provide each.
 PLANNED: tuple[Entry, ...] = (
-    Entry("provision", "coordinator", "provision",
-          "Make a consortium's CA, certificates and site kits (planned)."),
     Entry("serve", "coordinator", "serve", "Run the coordinator service (planned)."),
     Entry("join", "clients", "join", "Run a site agent that joins a coordinator (planned)."),
     Entry("status", "coordinator", "status", "Show a coordinator's jobs and rounds (planned)."),
@@ -115,10 +115,12 @@ Examples:
   cohort harness --clients 10 --malicious --adversary overlap
   cohort bench --clients 100 --dim 100000 --dropout 0.1 --json
   cohort epsilon --mechanism gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
+  cohort provision consortium.toml --out kits/
 
 Run 'cohort COMMAND --help' for a command's options, defaults and output files.
-The role packages keep their own entry points as aliases: python -m coordinator simulate,
-python -m secagg harness|simulate|bench, python -m privacy epsilon|bench|audit.
+The role packages keep their own entry points as aliases:
+python -m coordinator simulate|provision, python -m secagg harness|simulate|bench,
+python -m privacy epsilon|bench|audit.
 
 {EXIT_CODES_HELP}"""
 

@@ -1,4 +1,5 @@
-"""Command line of the coordinator: ``cohort simulate`` (also ``python -m coordinator simulate``).
+"""Command line of the coordinator: ``cohort simulate`` (also ``python -m coordinator simulate``);
+``cohort provision`` is in :mod:`._provision_cli`.
 
 A simulated hospital consortium training with secure aggregation (and optional differential
 privacy). The order is what makes it safe: every flag, the data set and its partition are
@@ -20,11 +21,13 @@ import click
 from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
 from cohort.options import Integer, Real, given, refuse
 
+from ._provision_cli import provision
+
 # The range privacy.events.NOISE_MULTIPLIER_RANGE accepts (literal here so that --help does
 # not import torch; a test keeps the two equal).
 NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
 
-__all__ = ["simulate", "main"]
+__all__ = ["simulate", "provision", "main"]
 
 _DATASETS = ("breast_cancer", "digits", "diabetes")
 _STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi",
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     from cohort.registry import role_main
 
     return role_main("coordinator", argv, summary="The coordinator: the consortium "
-                     "simulation (serve, provision and status are planned).")
+                     "simulation and provisioning (serve and status are planned).")
 
 
 if __name__ == "__main__":
