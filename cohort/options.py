@@ -18,39 +18,46 @@ from click.core import ParameterSource
 __all__ = ["Integer", "Real", "given", "refuse", "flag"]
 
 
-class Integer(click.IntRange):
+class _Ranged:
+    """What Integer and Real share: no "x" range text for an unbounded option, and text parsed
+    with the type's own constructor (so " 7 " works and "seven" names itself)."""
+
+    _cast: type
+    _what: str
+
+    def _describe_range(self) -> str:
+        return "" if self.min is None and self.max is None else super()._describe_range()
+
+    def _parse(self, value: Any, param: click.Parameter | None,
+               ctx: click.Context | None) -> Any:
+        if isinstance(value, str):
+            try:
+                return self._cast(value.strip())
+            except ValueError:
+                self.fail(f"{value!r} is not {self._what}", param, ctx)
+        return value
+
+
+class Integer(_Ranged, click.IntRange):
     """An integer, optionally within [min, max]."""
 
     name = "integer"
-
-    def _describe_range(self) -> str:
-        return "" if self.min is None and self.max is None else super()._describe_range()
+    _cast, _what = int, "an integer"
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                value = int(value.strip())
-            except ValueError:
-                self.fail(f"{value!r} is not an integer", param, ctx)
-        return super().convert(value, param, ctx)
+        return super().convert(self._parse(value, param, ctx), param, ctx)
 
 
-class Real(click.FloatRange):
+class Real(_Ranged, click.FloatRange):
     """A finite real number (never NaN or infinite), optionally within a range."""
 
     name = "number"
-
-    def _describe_range(self) -> str:
-        return "" if self.min is None and self.max is None else super()._describe_range()
+    _cast, _what = float, "a number"
 
     def convert(self, value: Any, param: click.Parameter | None,
                 ctx: click.Context | None) -> Any:
-        if isinstance(value, str):
-            try:
-                value = float(value.strip())
-            except ValueError:
-                self.fail(f"{value!r} is not a number", param, ctx)
+        value = self._parse(value, param, ctx)
         if isinstance(value, float) and not math.isfinite(value):
             self.fail(f"{value} is not a finite number", param, ctx)
         return super().convert(value, param, ctx)
