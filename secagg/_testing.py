@@ -24,6 +24,9 @@ DEFECTS = frozenset({
     "first_t_shares",
     # The server trusts the sender id written in a message header.
     "trust_header_sender",
+    # The parameter finder counts floor(gamma * n) corrupt clients while the model admits
+    # ceil(gamma * n).
+    "finder_rounds_corrupt_down",
     # Clients accept a survivor view with a run of k/2 ring places that has no survivor.
     "no_ring_cut_check",
     # A roster is accepted without checking the CA's signature (cohort.enrolment).

@@ -133,10 +133,10 @@ def _threshold_for(n: int, k: int, corrupt_rate: float, dropout_rate: float,
     # Corrupt clients are counted as max_corrupt does (rounded up), the same count every
     # client's check uses; rounding down here would size t for fewer corrupt clients than the
     # model admits (at n = 33 and 5%: t = 2 against two corrupt neighbours).
-    if _log_prob_disconnected(n, k, max_corrupt(n, corrupt_rate)
+    if _log_prob_disconnected(n, k, _finder_corrupt(n, corrupt_rate)
                               + math.floor((dropout_rate + _EPS) * n)) >= -per_event * math.log(2):
         return None
-    corrupt = max_corrupt(n, corrupt_rate)
+    corrupt = _finder_corrupt(n, corrupt_rate)
     survivors = math.ceil((1 - dropout_rate - _EPS) * n)
     adversarial = _Hypergeometric(n, corrupt, k)
     surviving = _Hypergeometric(n, survivors, k)
@@ -201,6 +201,12 @@ def max_corrupt(n: int, corrupt_rate: float) -> int:
     return min(n, math.ceil(corrupt_rate * n - _EPS)) if corrupt_rate > 0 else 0
 
 
+def _finder_corrupt(n: int, corrupt_rate: float) -> int:
+    if _testing.planted("finder_rounds_corrupt_down"):
+        return math.floor((corrupt_rate + _EPS) * n)  # the old count, as a planted defect
+    return max_corrupt(n, corrupt_rate)
+
+
 def max_corrupt_neighbors(n: int, k: int, corrupt_rate: float) -> int:
     """Most corrupt share holders (neighbours) one client may have under the model.
 
@@ -210,7 +216,7 @@ def max_corrupt_neighbors(n: int, k: int, corrupt_rate: float) -> int:
     """
     if k >= n - 1:
         return max_corrupt(n, corrupt_rate)
-    corrupt = max_corrupt(n, corrupt_rate)
+    corrupt = _finder_corrupt(n, corrupt_rate)
     return _Hypergeometric(n, corrupt, k).smallest_sf_below(2.0 ** -(SECURITY_BITS + 1) / n)
 
 
