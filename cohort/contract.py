@@ -43,6 +43,7 @@ __all__ = [
     "Job",
     "LocalTraining",
     "MODELS",
+    "OUTCOME_ACK",
     "RoundWork",
     "parse_job",
     "NotEnrolled",
@@ -529,6 +530,9 @@ def parse_job(text: str, *, source: str = "job.toml") -> Job:
         raise ConfigurationError(f"{source}: {where}: {exc}") from None
 
 
+OUTCOME_ACK = b"cohort/contract/v1/settled"
+"""A site's answer to a deployed round's outcome: its ledger has settled."""
+
 _WORK = b"cohort/contract/v1/work\n"
 _U32 = 4
 
@@ -537,13 +541,16 @@ _U32 = 4
 class RoundWork:
     """Step 0 of a deployed round, the coordinator to each site: the round's announcement, the
     current global model's flat parameters (float64) and the local training to run. Framed as
-    ``magic | u32 len | announcement | u32 len | json meta | float64 LE parameters``."""
+    ``magic | u32 len | announcement | u32 len | json meta | float64 LE parameters``. ``seed``
+    (a job's test-only seed) lets the sites derive their round randomness as a simulation
+    does; without it each site uses the OS CSPRNG."""
 
     announcement: RoundAnnouncement
     params: Any  # np.ndarray of float64
     training: LocalTraining
     job: str = "job"
     rounds: int = 1
+    seed: int | None = None  # tests and simulations only: the sites' round randomness
 
     def to_bytes(self) -> bytes:
         import numpy as np
@@ -551,7 +558,8 @@ class RoundWork:
         ann = self.announcement.to_bytes()
         params = np.ascontiguousarray(self.params, dtype="<f8")
         meta = json.dumps({"training": self.training.to_dict(), "job": self.job,
-                           "rounds": self.rounds, "dim": int(params.size)},
+                           "rounds": self.rounds, "dim": int(params.size),
+                           "seed": self.seed},
                           sort_keys=True).encode()
         return (_WORK + len(ann).to_bytes(_U32, "big") + ann + len(meta).to_bytes(_U32, "big")
                 + meta + params.tobytes())
@@ -579,7 +587,7 @@ class RoundWork:
                 raise InvalidMessage("the parameters are not finite")
             return cls(announcement=ann, params=params,
                        training=LocalTraining(**meta["training"]), job=str(meta["job"]),
-                       rounds=int(meta["rounds"]))
+                       rounds=int(meta["rounds"]), seed=meta.get("seed"))
         except InvalidMessage:
             raise
         except (KeyError, TypeError, ValueError, CohortError) as exc:

@@ -185,7 +185,7 @@ def create_app(service: CoordinatorService) -> FastAPI:
 
     @app.get("/v1/work")
     async def work(request: Request, after: int = 0, wait: float | None = None,
-                   done: str = "") -> Response:
+                   done: str = "", current: str = "") -> Response:
         site = service.identify(request)
         if wait is not None and not math.isfinite(wait):
             raise InvalidRequest("wait must be a finite number of seconds")
@@ -194,6 +194,9 @@ def create_app(service: CoordinatorService) -> FastAPI:
         while True:
             session = service.session
             item = None
+            if current and (session is None or session.round_id.hex() != current.lower()):
+                # the caller's round is no longer the open one: it is over for the caller
+                return JSONResponse({"state": "done", "round": current.lower()}, 410)
             if session is not None and session.round_id.hex() != done.lower():
                 item = session.work_for(site.client_id, after)
             if item is None and service.finished:
