@@ -42,6 +42,7 @@ class RoundLog:
     mechanism: str
     cohort: int
     worst_charge: str | None
+    epsilon_if_worst: float | None = None  # the site's epsilon after the round's worst case
     included: bool | None = None
     aborted: bool = False
 
@@ -91,8 +92,9 @@ class SiteWorker:
         charge = a.request.privacy_charge
         entry = RoundLog(round=a.request.round_number, strategy=a.request.strategy.value,
                          mechanism=a.privacy.mechanism.value, cohort=len(a.cohort),
-                         worst_charge=None if charge is None else repr(charge))
-        sr.check()  # policy, budget, the local work: nothing computed if refused
+                         worst_charge=None if charge is None else type(charge).__name__)
+        after = sr.check()  # policy, budget, the local work: nothing computed if refused
+        entry.epsilon_if_worst = None if after is None else float(after)
         self.log.append(entry)
         sr.train()
         sr.reserve()
