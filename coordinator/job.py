@@ -167,6 +167,7 @@ class JobRunner:
         self.on_round = on_round
         self.stop = stop or threading.Event()
         self.accountant = RoundAccountant()
+        self._gone: dict[int, float] = {}  # a round's dropouts -> when that round ended
         hyper: dict[str, float] = {} if job.server_lr is None else {"eta": job.server_lr}
         if job.strategy.value == "fedprox":
             hyper["mu"] = job.training.prox_mu
@@ -187,9 +188,13 @@ class JobRunner:
 
     # -- who takes part ------------------------------------------------------------------------
     def _fresh(self, within: float) -> list[int]:
+        """The sites seen within ``within`` seconds, less those that dropped out of a round
+        and have not been heard from since it ended (a silent site is not asked again until
+        it polls again)."""
         now = time.monotonic()
         seen = self.service.last_seen
-        return sorted(c for c in self.sites if now - seen.get(c, -1e18) <= within)
+        return sorted(c for c in self.sites if now - seen.get(c, -1e18) <= within
+                      and seen.get(c, -1e18) > self._gone.get(c, -1e18))
 
     def wait_for_sites(self) -> list[int]:
         want = self.job.min_sites or len(self.sites)
@@ -261,6 +266,9 @@ class JobRunner:
                                           first={c: work for c in cohort})
         while session.state is RoundState.OPEN and not self.stop.is_set():
             time.sleep(0.02)
+        ended = time.monotonic()
+        for c in session.dropouts:
+            self._gone[c] = ended
         dropouts = sorted(names[c] for c in session.dropouts)
         note = None
         participants = 0

@@ -79,7 +79,7 @@ def _agent(pki, url, c, worker) -> SiteAgent:
                      rounds=worker.begin, poll_wait=1.0, run_seconds=60.0, max_polls=2000)
 
 
-def _run(pki, tmp, job, n=3, policies=None):
+def _run(pki, tmp, job, n=3, policies=None, wrap=None):
     running = start_service(pki, poll_hold=1.0)
     try:
         sites = {c: pki.sites[c].name for c in range(1, n + 1)}
@@ -89,11 +89,15 @@ def _run(pki, tmp, job, n=3, policies=None):
                            initial=_initial(data))
         workers = {c: _worker(pki, c, tmp, n, (policies or {}).get(c)) for c in sites}
         agents = {c: _agent(pki, running.url, c, w) for c, w in workers.items()}
+        for c, make in (wrap or {}).items():
+            agents[c].rounds = make(workers[c].begin)
         reports = {}
 
         def go(c):
             try:
                 reports[c] = agents[c].run()
+            except _Crash:
+                pass  # the site "died": no report
             finally:
                 agents[c].close()
 
@@ -155,6 +159,45 @@ def test_a_site_whose_policy_forbids_the_strategy_refuses_before_computing(pki,
     assert workers[3].log == []  # it judged and refused; it never trained
     assert result.rounds[0].dropouts == ["site-3"]
     assert result.rounds[0].participants == 3  # the round completed without it
+
+
+class _Crash(Exception):
+    """Not a CohortError: it kills the agent's thread, as a crashed process would stop."""
+
+
+def _dies_at_masked_input(begin):
+    def make(round_id, body):
+        inner = begin(round_id, body)
+
+        class Dying:
+            calls = 0
+
+            def start(self):
+                return inner.start()
+
+            def on_message(self, data):
+                Dying.calls += 1
+                if Dying.calls == 3:  # the delivery of the others' shares: masked input next
+                    raise _Crash("killed")
+                return inner.on_message(data)
+
+        return Dying()
+
+    return make
+
+
+def test_a_site_dying_mid_round_is_a_dropout_and_the_job_goes_on(pki, tmp_path) -> None:
+    job = _job(rounds=2, stage_timeout=2.0, min_sites=4)
+    result, workers, agents, reports, _ = _run(pki, tmp_path, job, n=4,
+                                               wrap={4: _dies_at_masked_input})
+    first, second = result.rounds
+    assert (first.participants, first.planned, first.dropouts) == (3, 4, ["site-4"])
+    assert (second.participants, second.planned, second.dropouts) == (3, 3, [])
+    assert 4 not in reports  # its thread died
+    # its reservation stays at the worst case (an unknown outcome is charged in full)
+    assert [e.included for e in workers[4].log] == [None]
+    for c in (1, 2, 3):
+        assert [e.included for e in workers[c].log] == [True, True]
 
 
 def test_round_work_round_trips() -> None:
