@@ -127,27 +127,60 @@ def test_a_deployed_job_trains_real_updates_and_settles_every_ledger(pki, tmp_pa
     assert result.epsilon is not None and result.epsilon > 0
 
 
-def test_the_coordinator_only_ever_received_masked_vectors(pki, tmp_path, monkeypatch) -> None:
-    """Scan what the coordinator half was given: no step-0 or later body is a site's update."""
+def _scanned_run(pki, tmp_path, monkeypatch):
+    """One round over TLS with everything the coordinator half was given recorded, and each
+    site's round and update kept on the sites' side, for tests/test_round_split.py's scan."""
+    from clients.site import Site as SiteClass
     from coordinator import job as job_module
+    from secagg import Stage
 
-    seen: list[bytes] = []
-    original = job_module.AggregationHost.receive
+    received, rounds, updates, announcements = [], {}, {}, []
+    receive, begin, fit = (job_module.AggregationHost.receive, SiteWorker.begin,
+                           SiteClass.fit)
 
-    def spy(self, sender, data):
-        seen.append(data)
-        return original(self, sender, data)
+    def spy_receive(self, sender, data):
+        stage = self.stage
+        if isinstance(stage, Stage):
+            received.append((stage, self._names[sender], data))
+            announcements.append(self._agg.announcement)
+        return receive(self, sender, data)
 
-    monkeypatch.setattr(job_module.AggregationHost, "receive", spy)
-    policies = {c: SitePolicy(min_participants=2) for c in (1, 2, 3)}
-    result, workers, _, reports, _ = _run(pki, tmp_path, _job(rounds=1, mode=Mechanism.NONE,
-                                                              noise_multiplier=0.0),
-                                          policies=policies)
-    assert result.rounds[0].participants == 3, reports
-    for w in workers.values():
-        delta = get_flat_params(w.site.model) - result.final_params
-        needle = np.asarray(delta, dtype="<f8").tobytes()[:64]
-        assert all(needle not in body for body in seen)
+    def spy_begin(self, round_id, body):
+        p = begin(self, round_id, body)
+        rounds[self.name] = p.round
+        return p
+
+    def spy_fit(self, *a, **kw):
+        update = fit(self, *a, **kw)
+        updates[self.site_id] = (update.delta, 1.0)
+        return update
+
+    monkeypatch.setattr(job_module.AggregationHost, "receive", spy_receive)
+    monkeypatch.setattr(SiteWorker, "begin", spy_begin)
+    monkeypatch.setattr(SiteClass, "fit", spy_fit)
+    result, *_ = _run(pki, tmp_path, _job(rounds=1))
+    return result, received, rounds, announcements[0], updates
+
+
+def test_the_coordinator_only_ever_received_masked_vectors(pki, tmp_path, monkeypatch) -> None:
+    """Scan everything the coordinator half was given over the network (the split's scan)."""
+    from test_round_split import scan
+
+    result, received, rounds, announcement, updates = _scanned_run(pki, tmp_path, monkeypatch)
+    assert result.rounds[0].participants == 3
+    assert sum(1 for st, _, _ in received if st.value == "masked_input") == 3
+    assert scan(received, rounds, announcement, updates) == []
+
+
+def test_the_network_scan_catches_a_site_that_sends_its_encoding_unmasked(
+        pki, tmp_path, monkeypatch) -> None:
+    import clients.round as site_round_module
+    from test_round_split import scan
+
+    monkeypatch.setattr(site_round_module, "_PLANT_SEND_UNMASKED", True)
+    _, received, rounds, announcement, updates = _scanned_run(pki, tmp_path, monkeypatch)
+    findings = scan(received, rounds, announcement, updates)
+    assert len([f for f in findings if "is its encoding" in f]) == 3
 
 
 def test_a_site_whose_policy_forbids_the_strategy_refuses_before_computing(pki,
