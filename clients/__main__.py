@@ -1,12 +1,14 @@
-"""``python -m clients``: the site's commands of ``cohort`` (``join`` is planned: a site agent
-that connects to a coordinator with its kit and data)."""
+"""``python -m clients``: the site's commands of ``cohort`` (``join``: the site agent that
+connects to a coordinator with its kit and data, :mod:`._join_cli`)."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from ._join_cli import join
+
+__all__ = ["join", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

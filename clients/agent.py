@@ -11,6 +11,13 @@ coordinator's ``/v1`` API::
           200 -> step, stage, round from the headers; the body is the coordinator's message
                  reply = participant.start() at step 0, else participant.on_message(body)
                  None -> stop (the participant is done)
+
+In job mode (``rounds=``, a factory of one participant per round) the agent runs round after
+round: step 0's body is the round's work, handed to the factory, which judges it before the
+site computes anything (a refusal stops the agent); a 410 for a round, or a reply of None,
+finishes that round, and the agent long-polls (``done=<round>``) for the next one until the
+service says ``job_done``. It names its round in progress (``current=<round>``), so a round
+that ended while it was between requests is never mistaken for the next one.
                  POST /v1/rounds/<round>/steps/<step> the reply in a signed envelope
                       (retried: the coordinator treats the same bytes again as a duplicate)
                  after = step + 1
@@ -94,14 +101,20 @@ class _GiveUp(Exception):
 
 class SiteAgent:
     def __init__(self, *, base_url: str, tls: ssl.SSLContext, identity: Ed25519PrivateKey,
-                 client_id: int, participant: RoundParticipant, poll_wait: float = 10.0,
+                 client_id: int, participant: RoundParticipant | None = None,
+                 rounds: Callable[[bytes, bytes], RoundParticipant] | None = None,
+                 poll_wait: float = 10.0,
                  max_polls: int = 1000, run_seconds: float = 600.0, max_attempts: int = 6,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0, start_after: int = 0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url
         self.identity = identity
         self.client_id = client_id
+        if participant is not None and rounds is not None:
+            raise ValueError("give a participant (one round) or rounds (a job), not both")
         self.participant = participant
+        self.rounds = rounds  # job mode: (round id, step-0 body) -> that round's participant
+        self.rounds_done: list[tuple[str, str]] = []  # job mode: (round hex, how it ended)
         self.poll_wait = poll_wait
         self.max_polls = max_polls
         self.run_seconds = run_seconds
@@ -150,15 +163,31 @@ class SiteAgent:
         start = time.monotonic()
         deadline = start + self.run_seconds
         after = self.start_after
+        job = self.rounds is not None
+        current: bytes | None = None  # job mode: the round in progress
+        done = ""  # job mode: the last round this site is finished with
+
+        def finish_round(round_hex: str, how: str) -> None:
+            nonlocal after, current, done
+            self.rounds_done.append((round_hex, how))
+            log.info("site %d: round %s %s", self.client_id, round_hex[:16], how)
+            after, current, done = 0, None, round_hex
+            self.participant = None
+
         try:
             while report.polls < self.max_polls and time.monotonic() < deadline:
                 report.polls += 1
-                r = self._request("GET", f"/v1/work?after={after}&wait={self.poll_wait}",
-                                  deadline=deadline)
+                mine = "" if current is None else current.hex()
+                r = self._request("GET", f"/v1/work?after={after}&wait={self.poll_wait}"
+                                  f"&done={done}&current={mine}", deadline=deadline)
                 if r.status_code == 204:
                     continue
                 if r.status_code == 410:
-                    report.outcome = _json(r).get("state", "finished")
+                    state = _json(r).get("state", "finished")
+                    if job and state != "job_done":
+                        finish_round(_json(r).get("round", ""), state)
+                        continue
+                    report.outcome = state
                     break
                 if r.status_code != 200:
                     report.outcome, report.detail = "refused", _refusal(r)
@@ -166,13 +195,29 @@ class SiteAgent:
                 round_id = bytes.fromhex(r.headers["cohort-round"])
                 step = int(r.headers["cohort-step"])
                 stage = r.headers["cohort-stage"]
+                if job and round_id != current:
+                    if step != 0:  # a round that started without this site
+                        finish_round(round_id.hex(), "missed")
+                        continue
+                    try:  # the site judges the round before it computes anything
+                        self.participant = self.rounds(round_id, r.content)
+                    except CohortError as exc:
+                        report.outcome, report.detail = "refused", f"{type(exc).__name__}: {exc}"
+                        break
+                    current = round_id
                 try:
                     reply = (self.participant.start() if step == 0
                              else self.participant.on_message(r.content))
                 except ProtocolAbort as exc:
+                    if job:
+                        finish_round(round_id.hex(), f"aborted: {exc}")
+                        continue
                     report.outcome, report.detail = "aborted", f"{type(exc).__name__}: {exc}"
                     break
                 if reply is None:
+                    if job:
+                        finish_round(round_id.hex(), "done")
+                        continue
                     report.outcome = "done"
                     break
                 sealed = envelope.seal(self.identity, round_id=round_id, client=self.client_id,

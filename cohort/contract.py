@@ -40,6 +40,12 @@ from secagg.params import DEFAULT_CORRUPT_RATE, DEFAULT_DROPOUT_RATE
 
 __all__ = [
     "DPSGDConfig",
+    "Job",
+    "LocalTraining",
+    "MODELS",
+    "OUTCOME_ACK",
+    "RoundWork",
+    "parse_job",
     "NotEnrolled",
     "RoundAnnouncement",
     "RoundOutcome",
@@ -357,3 +363,232 @@ class RoundOutcome:
                        included=frozenset(body["included"]), aborted=body["aborted"])
         except (KeyError, TypeError, ValueError, CohortError) as exc:
             raise InvalidMessage(f"not a round outcome: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# A deployed job: what the coordinator runs, round after round, and what each round asks.
+
+MODELS = ("logistic", "mlp", "cnn")
+"""The model catalogue's names (``clients.ModelKind`` values; a test keeps the two equal). No
+code travels to a site: a job names one of these and the site builds it itself."""
+
+OPTIMISERS = ("sgd", "adam")
+JOB_MECHANISMS = (Mechanism.NONE, Mechanism.DISTRIBUTED, Mechanism.CENTRAL_GAUSSIAN)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalTraining:
+    """What a site trains each round: the catalogue model and the local optimiser."""
+
+    model: str = "logistic"
+    hidden: int = 32
+    epochs: int = 1
+    lr: float = 0.1
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    prox_mu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigurationError(f"model must be one of {', '.join(MODELS)}")
+        if self.optimizer not in OPTIMISERS:
+            raise ConfigurationError(f"optimizer must be one of {', '.join(OPTIMISERS)}")
+        object.__setattr__(self, "hidden", v.integer(self.hidden, "hidden", minimum=1))
+        object.__setattr__(self, "epochs", v.integer(self.epochs, "epochs", minimum=1))
+        object.__setattr__(self, "batch_size", v.integer(self.batch_size, "batch_size",
+                                                         minimum=1))
+        object.__setattr__(self, "lr", v.positive(self.lr, "lr"))
+        if isinstance(self.prox_mu, bool) or not isinstance(self.prox_mu, (int, float)) \
+                or self.prox_mu < 0:
+            raise ConfigurationError("prox_mu must be a number >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "hidden": self.hidden, "epochs": self.epochs,
+                "lr": self.lr, "batch_size": self.batch_size, "optimizer": self.optimizer,
+                "prox_mu": self.prox_mu}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """A declared job (``job.toml``): ``rounds`` secure rounds of ``strategy`` over the
+    catalogue model of ``training``. ``dataset`` (a builtin data set name) gives the model's
+    shapes and the coordinator's evaluation split; without it ``features``/``outputs`` say the
+    shapes and nothing is evaluated. ``seed`` is for tests only (without it, the OS's
+    randomness)."""
+
+    name: str = "job"
+    rounds: int = 1
+    strategy: StrategyName = StrategyName.FEDAVG
+    server_lr: float | None = None
+    training: LocalTraining = LocalTraining()
+    dataset: str | None = None
+    features: int | None = None
+    outputs: int | None = None
+    mode: Mechanism = Mechanism.NONE
+    noise_multiplier: float = 0.0
+    clip_norm: float = 1.0
+    target_epsilon: float | None = None
+    delta: float = 1e-5
+    modulus_bits: int | None = None
+    max_weight: float = 100_000.0
+    neighbors: int | None = None
+    threshold: int | None = None
+    min_sites: int | None = None
+    stage_timeout: float = 30.0
+    join_timeout: float = 120.0
+    poll_hold: float = 5.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rounds", v.integer(self.rounds, "rounds", minimum=1))
+        if self.strategy not in SERVER_OPTIMISERS:
+            raise ConfigurationError(f"strategy must be a server optimiser (one of "
+                                     f"{', '.join(sorted(s.value for s in SERVER_OPTIMISERS))})")
+        if self.mode not in JOB_MECHANISMS:
+            raise ConfigurationError("mode must be one of "
+                                     + ", ".join(m.value for m in JOB_MECHANISMS))
+        if self.mode is not Mechanism.NONE and not self.noise_multiplier > 0:
+            raise ConfigurationError("noise_multiplier must be > 0 with differential privacy")
+        if self.dataset is None and (self.features is None or self.outputs is None):
+            raise ConfigurationError("give a dataset, or both features and outputs")
+
+
+_JOB_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
+    "job": {"name": (str, "name"), "rounds": (int, "rounds"), "strategy": (str, "strategy"),
+            "server_lr": ((int, float), "server_lr"), "seed": (int, "seed"),
+            "min_sites": (int, "min_sites")},
+    "data": {"dataset": (str, "dataset"), "features": (int, "features"),
+             "outputs": (int, "outputs")},
+    "model": {"kind": (str, "model"), "hidden": (int, "hidden")},
+    "training": {"epochs": (int, "epochs"), "lr": ((int, float), "lr"),
+                 "batch_size": (int, "batch_size"), "optimizer": (str, "optimizer"),
+                 "prox_mu": ((int, float), "prox_mu")},
+    "privacy": {"mode": (str, "mode"), "noise_multiplier": ((int, float), "noise_multiplier"),
+                "clip_norm": ((int, float), "clip_norm"),
+                "target_epsilon": ((int, float), "target_epsilon"),
+                "delta": ((int, float), "delta")},
+    "secagg": {"modulus_bits": (int, "modulus_bits"), "max_weight": ((int, float), "max_weight"),
+               "neighbors": (int, "neighbors"), "threshold": (int, "threshold")},
+    "timeouts": {"stage": ((int, float), "stage_timeout"),
+                 "join": ((int, float), "join_timeout"),
+                 "poll_hold": ((int, float), "poll_hold")},
+}
+_TRAINING_FIELDS = {"model", "hidden", "epochs", "lr", "batch_size", "optimizer", "prox_mu"}
+_JOB_FIELD_AT = {field: f"{table}.{key}" for table, keys in _JOB_KEYS.items()
+                 for key, (_, field) in keys.items()}
+
+
+def parse_job(text: str, *, source: str = "job.toml") -> Job:
+    """A job file into a :class:`Job`; ``ConfigurationError`` naming the file and the field."""
+    import tomllib
+
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigurationError(f"{source}: not TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    for table, content in data.items():
+        if table not in _JOB_KEYS:
+            raise ConfigurationError(f"{source}: [{table}]: unknown table; the tables are "
+                                     f"{', '.join(_JOB_KEYS)}")
+        if not isinstance(content, dict):
+            raise ConfigurationError(f"{source}: {table}: must be a table")
+        for key, value in content.items():
+            if key not in _JOB_KEYS[table]:
+                raise ConfigurationError(f"{source}: {table}.{key}: unknown key; the keys are "
+                                         f"{', '.join(_JOB_KEYS[table])}")
+            kind, field = _JOB_KEYS[table][key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ConfigurationError(f"{source}: {table}.{key}: wrong type "
+                                         f"({type(value).__name__})")
+            values[field] = value
+    training = {k: values.pop(k) for k in list(values) if k in _TRAINING_FIELDS}
+    field = "training"
+    try:
+        if "strategy" in values:
+            field = "strategy"
+            values["strategy"] = StrategyName(values["strategy"])
+        if "mode" in values:
+            field = "mode"
+            values["mode"] = Mechanism(values["mode"])
+        for name in ("server_lr", "noise_multiplier", "clip_norm", "target_epsilon", "delta",
+                     "max_weight", "stage_timeout", "join_timeout", "poll_hold"):
+            if name in values:
+                field = name
+                values[name] = float(values[name])
+        for name, value in training.items():
+            field = name
+            LocalTraining(**{name: value})
+        field = "job"
+        if "rounds" in values:
+            field = "rounds"
+            v.integer(values["rounds"], "rounds", minimum=1)
+            field = "job"
+        return Job(training=LocalTraining(**training), **values)
+    except (ValueError, ConfigurationError) as exc:
+        where = _JOB_FIELD_AT.get(field, field)
+        raise ConfigurationError(f"{source}: {where}: {exc}") from None
+
+
+OUTCOME_ACK = b"cohort/contract/v1/settled"
+"""A site's answer to a deployed round's outcome: its ledger has settled."""
+
+_WORK = b"cohort/contract/v1/work\n"
+_U32 = 4
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundWork:
+    """Step 0 of a deployed round, the coordinator to each site: the round's announcement, the
+    current global model's flat parameters (float64) and the local training to run. Framed as
+    ``magic | u32 len | announcement | u32 len | json meta | float64 LE parameters``. ``seed``
+    (a job's test-only seed) lets the sites derive their round randomness as a simulation
+    does; without it each site uses the OS CSPRNG."""
+
+    announcement: RoundAnnouncement
+    params: Any  # np.ndarray of float64
+    training: LocalTraining
+    job: str = "job"
+    rounds: int = 1
+    seed: int | None = None  # tests and simulations only: the sites' round randomness
+
+    def to_bytes(self) -> bytes:
+        import numpy as np
+
+        ann = self.announcement.to_bytes()
+        params = np.ascontiguousarray(self.params, dtype="<f8")
+        meta = json.dumps({"training": self.training.to_dict(), "job": self.job,
+                           "rounds": self.rounds, "dim": int(params.size),
+                           "seed": self.seed},
+                          sort_keys=True).encode()
+        return (_WORK + len(ann).to_bytes(_U32, "big") + ann + len(meta).to_bytes(_U32, "big")
+                + meta + params.tobytes())
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "RoundWork":
+        """InvalidMessage for anything that is not a well-formed round's work."""
+        import numpy as np
+
+        if not isinstance(data, bytes) or not data.startswith(_WORK):
+            raise InvalidMessage("not a round's work")
+        try:
+            pos = len(_WORK)
+            n = int.from_bytes(data[pos:pos + _U32], "big")
+            ann = RoundAnnouncement.from_bytes(data[pos + _U32:pos + _U32 + n])
+            pos += _U32 + n
+            m = int.from_bytes(data[pos:pos + _U32], "big")
+            meta = json.loads(data[pos + _U32:pos + _U32 + m].decode("utf-8"))
+            pos += _U32 + m
+            raw = data[pos:]
+            if len(raw) != 8 * int(meta["dim"]):
+                raise InvalidMessage("the parameters' length is not the stated one")
+            params = np.frombuffer(raw, dtype="<f8").astype(np.float64)
+            if not np.isfinite(params).all():
+                raise InvalidMessage("the parameters are not finite")
+            return cls(announcement=ann, params=params,
+                       training=LocalTraining(**meta["training"]), job=str(meta["job"]),
+                       rounds=int(meta["rounds"]), seed=meta.get("seed"))
+        except InvalidMessage:
+            raise
+        except (KeyError, TypeError, ValueError, CohortError) as exc:
+            raise InvalidMessage(f"not a round's work: {exc}") from None

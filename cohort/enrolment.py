@@ -89,7 +89,7 @@ def canonical_json(value: Any) -> bytes:
 
 @dataclass(frozen=True)
 class RosterSite:
-    """One enrolled site (field names follow ``coordinator.service.SiteIdentity``)."""
+    """One enrolled site (the coordinator service looks requests up by it)."""
 
     site_name: str
     client_id: int

@@ -56,12 +56,14 @@ COMMANDS: tuple[Entry, ...] = (
           role_names=("audit",)),
     Entry("provision", "coordinator", "provision",
           "Make a consortium's CA, certificates and site kits; add or revoke sites later."),
+    Entry("serve", "coordinator", "serve",
+          "Run the coordinator service for one job (HTTPS, mutual TLS) until it ends."),
+    Entry("join", "clients", "join",
+          "Run a site agent that joins a coordinator's job with the site's kit and data."),
 )
 
 # The deployment commands of the next issues, with the role package that will provide each.
 PLANNED: tuple[Entry, ...] = (
-    Entry("serve", "coordinator", "serve", "Run the coordinator service (planned)."),
-    Entry("join", "clients", "join", "Run a site agent that joins a coordinator (planned)."),
     Entry("status", "coordinator", "status", "Show a coordinator's jobs and rounds (planned)."),
     Entry("audit", "privacy", "audit",
           "Audit a run or a coordinator's state database (planned)."),
@@ -116,11 +118,13 @@ Examples:
   cohort bench --clients 100 --dim 100000 --dropout 0.1 --json
   cohort epsilon --mechanism gaussian --noise-multiplier 1.5 --sample-rate 0.04 --steps 2250 --delta 1e-5
   cohort provision consortium.toml --out kits/
+  cohort serve --kit kits/coordinator --job job.toml --out runs/job
+  cohort join --kit kits/site-1 --data site1.csv --label-column outcome
 
 Run 'cohort COMMAND --help' for a command's options, defaults and output files.
 The role packages keep their own entry points as aliases:
-python -m coordinator simulate|provision, python -m secagg harness|simulate|bench,
-python -m privacy epsilon|bench|audit.
+python -m coordinator simulate|provision|serve, python -m clients join,
+python -m secagg harness|simulate|bench, python -m privacy epsilon|bench|audit.
 
 {EXIT_CODES_HELP}"""
 

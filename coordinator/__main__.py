@@ -22,12 +22,13 @@ from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
 from cohort.options import Integer, Real, given, refuse
 
 from ._provision_cli import provision
+from ._serve_cli import serve
 
 # The range privacy.events.NOISE_MULTIPLIER_RANGE accepts (literal here so that --help does
 # not import torch; a test keeps the two equal).
 NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
 
-__all__ = ["simulate", "provision", "main"]
+__all__ = ["simulate", "provision", "serve", "main"]
 
 _DATASETS = ("breast_cancer", "digits", "diabetes")
 _STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi",
@@ -422,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     from cohort.registry import role_main
 
     return role_main("coordinator", argv, summary="The coordinator: the consortium "
-                     "simulation and provisioning (serve and status are planned).")
+                     "simulation, provisioning and the service (status is planned).")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from secagg.errors import ConfigurationError, ProtocolAbort
 from .sum_config import SecureSumConfig
 from .sum_result import SecureSumResult
 
-__all__ = ["AggregationRound", "central_release_shift"]
+__all__ = ["AggregationRound", "central_release_shift", "next_global", "worst_charge"]
 
 # Test-only knob (CONVENTIONS 12): True plants finding 8's defect, central noise added as
 # float64 Gaussian to the *decoded* sum, after the wrap; the replace-one property test of
@@ -179,3 +179,28 @@ def central_release_shift(codec: WeightedSumCodec, before: np.ndarray,
     diff = np.asarray(after, dtype=np.uint64) - np.asarray(before, dtype=np.uint64)
     return float(np.linalg.norm(centre_lift(diff, cfg.bits).astype(np.float64)))
 
+
+
+def worst_charge(config: SecureSumConfig, dim: int, n: int):
+    """The charge of a round of ``n`` sites' ``dim``-float updates in which only the fewest
+    sites the secure sum accepts survive: what every site must be able to afford before it
+    computes anything (None without differential privacy). The simulation and a deployed job
+    both ask for it."""
+    from privacy import GaussianEvent
+
+    if config.mode is Mechanism.NONE:
+        return None
+    if not config.secure:
+        return GaussianEvent(noise_multiplier=config.noise_multiplier)
+    rp = config.round_privacy()
+    plan = rp.plan(dim=dim + 1, expected_clients=n)
+    fewest = min(n, choose_parameters(n).threshold)
+    return rp.event(plan, survivors=fewest)
+
+
+def next_global(strategy, global_flat: np.ndarray, result: SecureSumResult, *,
+                dp: bool) -> np.ndarray:
+    """The strategy's step on a round's revealed sum. With DP every site weighs the same, so the
+    denominator is the (public) number of sites summed, never a noisy total."""
+    total = float(len(result.included)) if dp else result.total_weight
+    return strategy.apply(global_flat, result.weighted_sum, total)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from coordinator.service import MemoryRoster, SiteIdentity, fingerprint
+from coordinator.service import MemoryRoster, fingerprint, site_identity
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ def make_consortium(out: Path, n_sites: int) -> Consortium:
     for i in range(1, n_sites + 1):
         files = _write(out, f"site-{i}", *_leaf(ca_key, ca_cert, f"site-{i}", server=False))
         sites[i] = SiteKit(f"site-{i}", i, files, Ed25519PrivateKey.generate())
-    roster = MemoryRoster(SiteIdentity(k.name, k.client_id, k.identity.public_key(),
+    roster = MemoryRoster(site_identity(k.name, k.client_id, k.identity.public_key(),
                                        k.tls.fingerprint) for k in sites.values())
     other_key, other_cert = _ca("Some other CA")
     foreign = _write(out, "foreign", *_leaf(other_key, other_cert, "site-1", server=False))

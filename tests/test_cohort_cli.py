@@ -165,8 +165,10 @@ def test_secagg_and_privacy_refusals_name_their_flags(capfd) -> None:
                   "--delta", "1e-5", "--variance", "1e6", "--l2-sensitivity", "10",
                   "--l1-sensitivity", "100")
     assert_one_line_error(proc, ExitCode.USAGE, "--sample-rate", "skellam")
-    proc = cohort_here(capfd, "serve")
+    proc = cohort_here(capfd, "status")  # still planned
     assert_one_line_error(proc, ExitCode.USAGE, "planned")
+    proc = cohort_here(capfd, "serve")  # built: its required flags are named
+    assert_one_line_error(proc, ExitCode.USAGE, "--kit")
 
 
 def test_every_round_aborted_fails_with_the_reason(tmp_path: Path, capfd) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .app import CoordinatorService, create_app
 from .errors import BodyTimeout, MessageTooLarge, NoRound, WrongSender, status_for
 from .limits import secagg_limits
-from .roster import MemoryRoster, SiteIdentity, SiteRoster, SiteStatus, fingerprint
+from .roster import MemoryRoster, SiteIdentity, SiteRoster, SiteStatus, fingerprint, site_identity
 from .rounds import InboxStore, MemoryInbox, RoundHost, RoundSession, RoundState
 from .server import ServerHandle, serve_in_thread, uvicorn_config
 from .tls import PeerCertH11Protocol, peer_certificate, server_context
@@ -18,7 +18,7 @@ from .tls import PeerCertH11Protocol, peer_certificate, server_context
 __all__ = [
     "CoordinatorService", "create_app", "serve_in_thread", "ServerHandle", "uvicorn_config",
     "server_context", "PeerCertH11Protocol", "peer_certificate",
-    "SiteIdentity", "SiteRoster", "SiteStatus", "MemoryRoster", "fingerprint",
+    "SiteIdentity", "SiteRoster", "SiteStatus", "MemoryRoster", "fingerprint", "site_identity",
     "RoundHost", "RoundSession", "RoundState", "InboxStore", "MemoryInbox", "secagg_limits",
     "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound", "status_for",
 ]

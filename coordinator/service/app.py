@@ -1,6 +1,6 @@
 """The coordinator's HTTPS API (FastAPI), version 1.
 
-``GET  /v1/work?after=N``                  long-poll: the open round's message for the calling
+``GET  /v1/work?after=N[&done=R]``        long-poll: the open round's message for the calling
                                            site at step >= N (200, binary body, headers
                                            ``Cohort-Round``/``Cohort-Step``/``Cohort-Stage``),
                                            204 when nothing came within the hold time, 410 with
@@ -37,7 +37,7 @@ from secagg.errors import CohortError, InvalidMessage
 
 from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
 from .rounds import Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, Work
-from .roster import SiteIdentity, SiteRoster, SiteStatus, fingerprint
+from .roster import SiteIdentity, SiteRoster, fingerprint
 from .tls import peer_certificate
 
 __all__ = ["CoordinatorService", "create_app"]
@@ -55,6 +55,7 @@ class CoordinatorService:
         self.body_timeout = body_timeout
         self.tick_seconds = tick
         self.session: RoundSession | None = None
+        self.finished = False  # the job is over: no more rounds will open
         self.requests = 0  # requests that reached the app (a refused handshake never does)
         self.last_seen: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -63,16 +64,23 @@ class CoordinatorService:
 
     def open_round(self, round_id: bytes, host: RoundHost, *, cohort: frozenset[int],
                    limits: Callable[[object], int], stage_timeout: float,
-                   inbox: InboxStore | None = None) -> RoundSession:
+                   inbox: InboxStore | None = None,
+                   first: dict[int, bytes] | None = None) -> RoundSession:
+        """Open a round; ``first`` is each site's step-0 body (a job's round work)."""
         session = RoundSession(round_id, host, frozenset(cohort), limits, stage_timeout,
                                inbox=inbox if inbox is not None else MemoryInbox(),
-                               on_change=self._notify)
+                               on_change=self._notify, first=first)
         with self._lock:
             self.session = session
         log.info("round %s open: %d sites, stage timeout %.1fs", round_id.hex()[:16],
                  len(cohort), stage_timeout)
         self._notify()
         return session
+
+    def finish(self) -> None:
+        """No more rounds: every site's next poll is told the job is over."""
+        self.finished = True
+        self._notify()
 
     # -- wake-ups for long polls (set from the loop, or from another thread) ---------------------
     def _notify(self) -> None:
@@ -115,7 +123,7 @@ class CoordinatorService:
         if der is None:
             raise NotEnrolled("no verified client certificate on this connection")
         site = self.roster.by_fingerprint(fingerprint(der))
-        if site is None or site.status is not SiteStatus.ACTIVE:
+        if site is None or not site.active:
             raise NotEnrolled("this certificate is not an active site of the consortium")
         self.last_seen[site.client_id] = time.monotonic()
         return site
@@ -176,7 +184,8 @@ def create_app(service: CoordinatorService) -> FastAPI:
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
 
     @app.get("/v1/work")
-    async def work(request: Request, after: int = 0, wait: float | None = None) -> Response:
+    async def work(request: Request, after: int = 0, wait: float | None = None,
+                   done: str = "", current: str = "") -> Response:
         site = service.identify(request)
         if wait is not None and not math.isfinite(wait):
             raise InvalidRequest("wait must be a finite number of seconds")
@@ -184,13 +193,21 @@ def create_app(service: CoordinatorService) -> FastAPI:
         until = time.monotonic() + hold
         while True:
             session = service.session
-            item = None if session is None else session.work_for(site.client_id, after)
+            item = None
+            if current and (session is None or session.round_id.hex() != current.lower()):
+                # the caller's round is no longer the open one: it is over for the caller
+                return JSONResponse({"state": "done", "round": current.lower()}, 410)
+            if session is not None and session.round_id.hex() != done.lower():
+                item = session.work_for(site.client_id, after)
+            if item is None and service.finished:
+                return JSONResponse({"state": "job_done"}, 410)
             if isinstance(item, Work):
                 return Response(item.body, media_type="application/octet-stream", headers={
                     "Cohort-Round": session.round_id.hex(), "Cohort-Step": str(item.step),
                     "Cohort-Stage": item.stage})
             if isinstance(item, Finished):
-                return JSONResponse({"state": item.reason}, 410)
+                return JSONResponse({"state": item.reason, "round": session.round_id.hex()},
+                                    410)
             remaining = until - time.monotonic()
             if remaining <= 0:
                 return Response(status_code=204)

@@ -129,6 +129,7 @@ class RoundSession:
     inbox: InboxStore = field(default_factory=MemoryInbox)
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[], None] = lambda: None
+    first: Mapping[int, bytes] | None = None  # step 0's body per site (default: empty)
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -136,7 +137,8 @@ class RoundSession:
         self.step = 0
         self.stage = stage_name(self.host.stage)
         self._step_stages: dict[int, object] = {0: self.host.stage}
-        self._outbox: Mapping[int, bytes] = {c: b"" for c in self.cohort}
+        first = self.first or {}
+        self._outbox: Mapping[int, bytes] = {c: first.get(c, b"") for c in self.cohort}
         self._answered: set[int] = set()
         self.deadline = self.clock() + self.stage_timeout
         self.dropouts: set[int] = set()

@@ -51,7 +51,7 @@ from secagg.errors import ProtocolAbort
 
 from .._randomness import release_id
 from ..accounting import RoundAccountant
-from ..aggregation import AggregationRound
+from ..aggregation import AggregationRound, next_global, worst_charge
 from ..strategies import Strategy, make_strategy
 from ..sum_config import SecureSumConfig
 from ..sum_result import SecureSumResult
@@ -132,14 +132,7 @@ class Simulation:
     def _worst_charge(self, sum_config: SecureSumConfig, dim: int, n: int) -> PrivacyEvent | None:
         """The charge of a round in which only the fewest clients the secure sum accepts
         survive: what every site must be able to afford before it computes anything."""
-        if sum_config.mode is Mechanism.NONE:
-            return None
-        if not sum_config.secure:
-            return GaussianEvent(noise_multiplier=sum_config.noise_multiplier)
-        rp = sum_config.round_privacy()
-        plan = rp.plan(dim=dim + 1, expected_clients=n)
-        fewest = min(n, choose_parameters(n).threshold)
-        return rp.event(plan, survivors=fewest)
+        return worst_charge(sum_config, dim, n)
 
     def _dropouts(self, sites: list[Site]) -> dict[str, list[str]] | None:
         rate = self.config.dropout_rate
@@ -279,8 +272,7 @@ class Simulation:
 
         result = self._release(request, sum_config, global_flat.size, work=fit,
                                check=lambda site: site.check_fit(global_flat, **fit_args))
-        total = float(len(result.included)) if dp else result.total_weight
-        new_flat = self._strategy.apply(global_flat, result.weighted_sum, total)
+        new_flat = next_global(self._strategy, global_flat, result, dp=dp)
         return new_flat, {"participants": len(result.included), "planned": len(sites),
                           "wrap_rate": result.wrap_rate,
                           "secure_bytes": result.transcript_bytes}

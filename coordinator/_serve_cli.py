@@ -1,0 +1,170 @@
+"""``cohort serve`` (also ``python -m coordinator serve``): the coordinator service running one
+declared job (:class:`cohort.contract.Job`, from ``job.toml``) to its end.
+
+It reads the coordinator kit (``coordinator.toml``, ``server.pem``/``server.key``, ``ca.pem``, the
+CA-signed roster), serves HTTPS with TLS 1.3 and client certificates on the kit's port, waits for
+the roster's sites, runs the job's rounds (:class:`coordinator.job.JobRunner`), writes
+``metrics.jsonl`` (a line per round) and ``summary.json`` into ``--out``, and stops when the job
+ends. The model is built here from the catalogue (``clients.make_model``), so the coordinator's
+core only ever sees flat parameter vectors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+import threading
+import time
+import tomllib
+from pathlib import Path
+
+import click
+
+from cohort.errors import EXIT_CODES_HELP, Command, ExitCode
+
+__all__ = ["serve"]
+
+_EPILOG = f"""\b
+Examples:
+  cohort serve --kit kits/coordinator --job job.toml --out runs/job1
+  cohort serve --kit kits/coordinator --job job.toml --port 0      # any free port (tests)
+
+\b
+job.toml (every table optional but [data]):
+  [job]      name = "demo"  rounds = 5  strategy = "fedavg"  server_lr  min_sites  seed (tests)
+  [data]     dataset = "breast_cancer" (evaluation and shapes)  | features = 30  outputs = 2
+  [model]    kind = "logistic" | "mlp" | "cnn"   hidden = 32
+  [training] epochs = 1  lr = 0.1  batch_size = 32  optimizer = "sgd"  prox_mu = 0.0
+  [privacy]  mode = "none" | "distributed" | "central_gaussian"  noise_multiplier  clip_norm
+             target_epsilon  delta
+  [secagg]   modulus_bits  max_weight  neighbors  threshold
+  [timeouts] stage = 30  join = 120  poll_hold = 5
+
+{EXIT_CODES_HELP}"""
+
+
+def _kit(kit: Path) -> dict:
+    try:
+        config = tomllib.loads((kit / "coordinator.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise click.BadParameter(f"{kit}: not a coordinator kit ({exc})",
+                                 param_hint="'--kit'") from None
+    return config
+
+
+@click.command(cls=Command, epilog=_EPILOG,
+               short_help="Run the coordinator service for one job.")
+@click.option("--kit", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              required=True, help="The coordinator kit folder made by 'cohort provision'.")
+@click.option("--job", "job_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+              required=True, help="The job file (TOML).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/serve"),
+              help="Where metrics.jsonl and summary.json are written.")
+@click.option("--host", default="127.0.0.1", help="The address to listen on.")
+@click.option("--port", type=int, default=None, show_default="the kit's port",
+              help="The port to listen on (0: any free port).")
+@click.option("--port-file", type=click.Path(path_type=Path), default=None,
+              show_default="none", help="Write the port listened on into this file once serving.")
+@click.option("--verbose", is_flag=True, help="Log every request and step.")
+def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
+          port_file: Path | None, verbose: bool) -> int:
+    """Run the coordinator service over mutual TLS for the job in JOB until it ends."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    from cohort.contract import parse_job
+    from cohort.enrolment import load_roster
+
+    config = _kit(kit)
+    files = config.get("files", {})
+    job = parse_job(job_file.read_text(), source=str(job_file))
+    roster = load_roster(kit / files.get("roster", "roster.json"),
+                         kit / files.get("ca", "ca.pem"))
+    active = [s for s in roster.sites if s.active]
+    port = int(config.get("port", 8443)) if port is None else port
+
+    import numpy as np
+
+    from clients import DatasetName, ModelKind, evaluate, get_flat_params, make_model
+    from clients import load_dataset, set_flat_params, split_dataset
+
+    from .job import JobRunner
+    from .service import CoordinatorService, create_app, serve_in_thread, server_context
+
+    evaluate_fn = None
+    if job.dataset is not None:
+        splits = split_dataset(load_dataset(DatasetName(job.dataset)),
+                               seed=0 if job.seed is None else job.seed)
+        shape, n_out = splits.feature_shape, splits.n_outputs
+    else:
+        splits, shape, n_out = None, (job.features,), job.outputs
+    model = make_model(ModelKind(job.training.model), input_shape=shape, n_outputs=n_out,
+                       hidden=job.training.hidden,
+                       seed=None if job.seed is None else job.seed + 10_007)
+    initial = get_flat_params(model)
+    if splits is not None:
+        test = splits.test
+
+        def evaluate_fn(flat: np.ndarray) -> dict:
+            set_flat_params(model, flat)
+            r = evaluate(model, test.X, test.y)
+            score = r.accuracy if r.accuracy is not None else r.r2
+            return {"accuracy": float(score), "loss": float(r.loss)}
+
+    out.mkdir(parents=True, exist_ok=True)
+    metrics_path = out / "metrics.jsonl"
+    metrics_path.write_text("")
+    service = CoordinatorService(roster, poll_hold=job.poll_hold)
+    context = server_context(certfile=kit / files.get("certificate", "server.pem"),
+                             keyfile=kit / files.get("key", "server.key"),
+                             cafile=kit / files.get("ca", "ca.pem"))
+    handle = serve_in_thread(create_app(service), context, host=host, port=port)
+    if port_file is not None:
+        port_file.write_text(f"{handle.port}\n")
+    click.echo(f"serving job {job.name!r} ({job.rounds} rounds, {job.strategy.value}, "
+               f"{job.training.model}, DP {job.mode.value}) on {handle.url} for "
+               f"{len(active)} enrolled sites", err=True)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def on_round(m) -> None:
+        with metrics_path.open("a") as f:
+            f.write(json.dumps(dataclasses.asdict(m)) + "\n")
+        acc = "-" if m.accuracy is None else f"{m.accuracy:.4f}"
+        eps = "" if m.epsilon is None else f", epsilon {m.epsilon:.3g}"
+        click.echo(f"round {m.round}/{job.rounds}: {m.participants} of {m.planned} sites "
+                   f"summed, accuracy {acc}{eps}, {m.seconds:.2f}s"
+                   + (f" ({m.note})" if m.note else ""), err=True)
+
+    runner = JobRunner(job, service, sites={s.client_id: s.site_name for s in active},
+                       directory={s.client_id: s.identity_public for s in active},
+                       initial=initial, evaluate=evaluate_fn, on_round=on_round, stop=stop)
+    started = time.perf_counter()
+    try:
+        result = runner.run()
+        time.sleep(min(job.poll_hold, 2.0) + 0.5)  # the sites' next poll hears "job_done"
+    finally:
+        handle.stop()
+        signal.signal(signal.SIGTERM, previous)
+    summary = {
+        "job": job.name, "rounds_planned": job.rounds, "rounds": len(result.rounds),
+        "strategy": job.strategy.value, "model": job.training.model, "dp": job.mode.value,
+        "sites": result.sites, "stopped": result.stopped, "epsilon": result.epsilon,
+        "delta": job.delta if result.epsilon is not None else None,
+        "final_accuracy": next((m.accuracy for m in reversed(result.rounds)
+                                if not m.aborted), None),
+        "seconds": time.perf_counter() - started, "seed": job.seed,
+        "final_params_sha256": __import__("hashlib").sha256(
+            np.ascontiguousarray(result.final_params, dtype="<f8").tobytes()).hexdigest(),
+    }
+    np.save(out / "final_params.npy", result.final_params)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    click.echo(f"job {job.name!r} ended: {len(result.rounds)} rounds"
+               + (f"; {result.stopped}" if result.stopped else "")
+               + f"; wrote {out / 'summary.json'}", err=True)
+    if result.stopped and not result.rounds:
+        return int(ExitCode.CHECK_FAILED)
+    if result.rounds and all(m.aborted for m in result.rounds):
+        return int(ExitCode.PROTOCOL_ABORT)
+    return int(ExitCode.OK)

@@ -1,0 +1,296 @@
+"""A deployed job at the coordinator: a sequence of secure rounds over the network service.
+
+:class:`AggregationHost` puts one :class:`~coordinator.aggregation.AggregationRound` behind the
+service's ``RoundHost`` protocol: the service's integer client ids (the roster's) become the
+round's site names, the secagg stages run as they do in the in-memory transport, and one last
+step, ``outcome``, carries the :class:`cohort.contract.RoundOutcome` to every site still in the
+round (an aborted round's outcome too), each of which answers with a short acknowledgement
+once its ledger has settled.
+
+:class:`JobRunner` runs a :class:`cohort.contract.Job`: it waits for the sites to connect, then
+each round plans an :class:`AggregationRound` over the sites seen recently, sends each of them a
+:class:`cohort.contract.RoundWork` (the announcement and the current global parameters) as the
+round's step 0, waits for the round to end, and applies the strategy to the decoded sum
+(:func:`~coordinator.aggregation.next_global`, as the simulation does). It knows models only as
+flat vectors: whoever starts it (``cohort serve``) supplies the initial parameters and, if any,
+an evaluation callback. It never sees an update: only masked vectors reach the host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from cohort.contract import OUTCOME_ACK, Job, RoundRequest, RoundTask, RoundWork
+from privacy import Mechanism
+from secagg.errors import InvalidMessage, ProtocolAbort, StageError
+
+from ._randomness import release_id
+from .accounting import RoundAccountant
+from .aggregation import AggregationRound, next_global, worst_charge
+from .service import CoordinatorService, secagg_limits
+from .service.rounds import RoundState
+from .strategies import make_strategy
+from .sum_config import SecureSumConfig
+from .sum_result import SecureSumResult
+
+__all__ = ["ACK", "OUTCOME_STAGE", "AggregationHost", "JobRunner", "JobResult", "RoundMetrics"]
+
+log = logging.getLogger("cohort.job")
+
+OUTCOME_STAGE = "outcome"
+ACK = OUTCOME_ACK
+_ACK_LIMIT = 64
+
+
+class AggregationHost:
+    """The service's ``RoundHost`` over one aggregation round. ``names`` maps the roster's
+    client ids of the round's cohort to its site names."""
+
+    def __init__(self, aggregation: AggregationRound, names: Mapping[int, str]) -> None:
+        self._agg = aggregation
+        self._names = dict(names)
+        self._ids = {name: cid for cid, name in self._names.items()}
+        self._phase = "secagg"
+        self._senders: set[int] = set()
+        self._told: frozenset[int] = frozenset()
+        self._acked: set[int] = set()
+        self.result: SecureSumResult | None = None
+        self.outcome = None
+        self.abort_reason: str | None = None
+        self._limits = secagg_limits(aggregation.announcement.round_config())
+
+    @property
+    def stage(self):
+        return self._agg.stage if self._phase == "secagg" else OUTCOME_STAGE
+
+    def limit(self, stage: object) -> int:
+        return _ACK_LIMIT if stage == OUTCOME_STAGE else self._limits(stage)
+
+    def receive(self, sender: int, data: bytes) -> None:
+        if self._phase == "outcome":
+            if sender not in self._told or data != ACK:
+                raise InvalidMessage("not an acknowledgement of the round's outcome")
+            self._acked.add(sender)
+            return
+        if self._phase != "secagg":
+            raise StageError("the round is over")
+        name = self._names.get(sender)
+        if name is None:
+            raise InvalidMessage("this site is not in the round's cohort")
+        self._agg.receive(name, data)
+        self._senders.add(sender)
+
+    def close_stage(self) -> dict[int, bytes]:
+        if self._phase == "outcome":
+            self._phase = "over"
+            return {}
+        if self._phase != "secagg":
+            return {}
+        alive, self._senders = self._senders, set()
+        try:
+            out = self._agg.close_stage()
+        except ProtocolAbort as exc:
+            self.abort_reason = f"{exc.stage}: {exc}"
+            out = {}
+        if out:
+            return {self._ids[s]: m for s, m in out.items()}
+        if self.abort_reason is None:
+            self.result = self._agg.result()
+        self.outcome = self._agg.outcome()
+        data = self.outcome.to_bytes()
+        self._phase = "outcome"
+        self._told = frozenset(alive)  # the sites that answered the last stage
+        if not self._told:
+            self._phase = "over"
+            return {}
+        return {cid: data for cid in self._told}
+
+    def pending(self) -> frozenset[int]:
+        if self._phase == "secagg":
+            return frozenset(self._ids[s] for s in self._agg.pending())
+        if self._phase == "outcome":
+            return self._told - self._acked
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """One line of a deployed job's ``metrics.jsonl``."""
+
+    round: int
+    participants: int
+    planned: int
+    accuracy: float | None
+    loss: float | None
+    epsilon: float | None
+    seconds: float
+    secure_bytes: int | None
+    dropouts: list[str]
+    aborted: bool = False
+    note: str | None = None
+
+
+@dataclass
+class JobResult:
+    job: Job
+    rounds: list[RoundMetrics] = field(default_factory=list)
+    final_params: np.ndarray | None = None
+    stopped: str | None = None
+    epsilon: float | None = None
+    sites: list[str] = field(default_factory=list)
+
+
+class JobRunner:
+    """Runs ``job`` on ``service``. ``sites`` maps the roster's active client ids to site names,
+    ``directory`` their identity keys (client id -> key); ``initial`` is the global model's flat
+    parameters; ``evaluate`` (optional) scores a flat vector as ``{"accuracy":, "loss":}``."""
+
+    def __init__(self, job: Job, service: CoordinatorService, *, sites: Mapping[int, str],
+                 directory: Mapping[int, Ed25519PublicKey], initial: np.ndarray,
+                 evaluate: Callable[[np.ndarray], Mapping[str, float]] | None = None,
+                 on_round: Callable[[RoundMetrics], None] | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.job = job
+        self.service = service
+        self.sites = dict(sites)
+        self.directory = dict(directory)
+        self.global_flat = np.asarray(initial, dtype=np.float64).copy()
+        self.evaluate = evaluate
+        self.on_round = on_round
+        self.stop = stop or threading.Event()
+        self.accountant = RoundAccountant()
+        self._gone: dict[int, float] = {}  # a round's dropouts -> when that round ended
+        hyper: dict[str, float] = {} if job.server_lr is None else {"eta": job.server_lr}
+        if job.strategy.value == "fedprox":
+            hyper["mu"] = job.training.prox_mu
+        self.strategy = make_strategy(job.strategy, **hyper)
+        self.strategy.initialize(self.global_flat)
+
+    @property
+    def dp(self) -> bool:
+        return self.job.mode is not Mechanism.NONE
+
+    def sum_config(self) -> SecureSumConfig:
+        job = self.job
+        return SecureSumConfig(mode=job.mode, clip_norm=job.clip_norm,
+                               max_weight=1.0 if self.dp else job.max_weight,
+                               noise_multiplier=job.noise_multiplier if self.dp else 0.0,
+                               modulus_bits=job.modulus_bits, neighbors=job.neighbors,
+                               threshold=job.threshold)
+
+    # -- who takes part ------------------------------------------------------------------------
+    def _fresh(self, within: float) -> list[int]:
+        """The sites seen within ``within`` seconds, less those that dropped out of a round
+        and have not been heard from since it ended (a silent site is not asked again until
+        it polls again)."""
+        now = time.monotonic()
+        seen = self.service.last_seen
+        return sorted(c for c in self.sites if now - seen.get(c, -1e18) <= within
+                      and seen.get(c, -1e18) > self._gone.get(c, -1e18))
+
+    def wait_for_sites(self) -> list[int]:
+        want = self.job.min_sites or len(self.sites)
+        until = time.monotonic() + self.job.join_timeout
+        while time.monotonic() < until and not self.stop.is_set():
+            present = [c for c in self.sites if c in self.service.last_seen]
+            if len(present) >= want:
+                return sorted(present)
+            time.sleep(0.05)
+        return sorted(c for c in self.sites if c in self.service.last_seen)
+
+    # -- the job --------------------------------------------------------------------------------
+    def run(self) -> JobResult:
+        job = self.job
+        result = JobResult(job=job)
+        try:
+            present = self.wait_for_sites()
+            result.sites = [self.sites[c] for c in present]
+            if len(present) < 2:
+                result.stopped = (f"only {len(present)} site(s) connected within "
+                                  f"{job.join_timeout:g}s; a secure round needs at least 2")
+                return result
+            stale = 2 * job.poll_hold + 5.0
+            for r in range(1, job.rounds + 1):
+                if self.stop.is_set():
+                    result.stopped = f"interrupted at round {r - 1}"
+                    break
+                cohort = self._fresh(stale)
+                if len(cohort) < 2:
+                    result.stopped = f"stopped before round {r}: fewer than 2 sites connected"
+                    break
+                charge = worst_charge(self.sum_config(), self.global_flat.size, len(cohort))
+                if job.target_epsilon is not None and charge is not None and \
+                        self.accountant.epsilon_after(charge, delta=job.delta) \
+                        > job.target_epsilon:
+                    result.stopped = (f"stopped before round {r}: it could take epsilon over "
+                                      f"the job's target {job.target_epsilon:g}")
+                    break
+                metrics = self.round(r, cohort, charge)
+                result.rounds.append(metrics)
+                if self.on_round is not None:
+                    self.on_round(metrics)
+        finally:
+            self.service.finish()
+        result.final_params = self.global_flat
+        result.epsilon = (float(self.accountant.epsilon(delta=job.delta))
+                          if self.dp and self.accountant.rounds else None)
+        return result
+
+    def round(self, r: int, cohort: list[int], charge) -> RoundMetrics:
+        job = self.job
+        start = time.perf_counter()
+        names = {c: self.sites[c] for c in cohort}
+        request = RoundRequest(round_number=r, strategy=job.strategy, n_participants=len(cohort),
+                               secure_aggregation=True, task=RoundTask.FIT,
+                               privacy_charge=charge, release_id=release_id(job.seed, r))
+        seed = None if job.seed is None else job.seed * 1_000 + r
+        config = self.sum_config()
+        agg = AggregationRound(config, request=request, cohort=[names[c] for c in cohort],
+                               dim=self.global_flat.size, seed=seed,
+                               directory=({names[c]: self.directory[c] for c in cohort}
+                                          if config.malicious else None))
+        work = RoundWork(announcement=agg.announcement, params=self.global_flat,
+                         training=job.training, job=job.name, rounds=job.rounds,
+                         seed=seed).to_bytes()
+        host = AggregationHost(agg, names)
+        session = self.service.open_round(agg.round_id, host, cohort=frozenset(cohort),
+                                          limits=host.limit, stage_timeout=job.stage_timeout,
+                                          first={c: work for c in cohort})
+        while session.state is RoundState.OPEN and not self.stop.is_set():
+            time.sleep(0.02)
+        ended = time.monotonic()
+        for c in session.dropouts:
+            self._gone[c] = ended
+        dropouts = sorted(names[c] for c in session.dropouts)
+        note = None
+        participants = 0
+        secure_bytes = None
+        if host.result is not None:
+            res = host.result
+            self.global_flat = next_global(self.strategy, self.global_flat, res, dp=self.dp)
+            self.accountant.record(res.event, round_number=r)
+            participants, secure_bytes = len(res.included), res.transcript_bytes
+        else:
+            note = (f"secure sum aborted ({host.abort_reason or session.abort_reason}); "
+                    "nothing was revealed")
+        score: Mapping[str, Any] = {}
+        if self.evaluate is not None:
+            score = self.evaluate(self.global_flat)
+        epsilon = (float(self.accountant.epsilon(delta=job.delta))
+                   if self.dp and self.accountant.rounds else None)
+        metrics = RoundMetrics(round=r, participants=participants, planned=len(cohort),
+                               accuracy=score.get("accuracy"), loss=score.get("loss"),
+                               epsilon=epsilon, seconds=time.perf_counter() - start,
+                               secure_bytes=secure_bytes, dropouts=dropouts,
+                               aborted=host.result is None, note=note)
+        log.info("round %d: %d of %d summed, accuracy %s, %.2fs", r, participants, len(cohort),
+                 metrics.accuracy, metrics.seconds)
+        return metrics
