@@ -233,24 +233,13 @@ class SiteRound:
         when the site's secagg client detects a cheating server (it wipes its secrets)."""
         self._expect(SiteRoundState.RUNNING)
         client = self._client
-        state = client.state
-        if state is ClientState.AWAIT_ROSTER:
-            return client.reveal_nonce(data)
-        if state is ClientState.AWAIT_NONCES:
-            return client.share_keys(data)
-        if state is ClientState.AWAIT_DELIVERY:
-            reply = client.masked_input(data, self._input)
+        masking = client.state is ClientState.AWAIT_DELIVERY
+        reply = client.respond(data, self._input)
+        if masking:
             self._input_sent = True
             if _PLANT_SEND_UNMASKED:
                 return _unmasked(self._client_id, self._input, self._announcement)
-            return reply
-        if state is ClientState.AWAIT_CONSISTENCY:
-            return client.consistency_check(data)
-        if state is ClientState.AWAIT_UNMASK:
-            return client.unmask(data)
-        if state is ClientState.DONE:
-            return None
-        raise InvalidMessage(f"the site's secagg client is {state.value}")
+        return reply
 
     # -- 5. settle ---------------------------------------------------------------------------
     def outcome(self, outcome: RoundOutcome) -> None:

@@ -56,7 +56,8 @@ from .messages import (
 from .stages import Stage
 
 __all__ = ["ClientState", "SecAggClient", "advertise_payload", "consistency_payload",
-           "roster_digest", "seed_commitment", "share_associated_data"]
+           "opens_mask_key", "opens_seed", "roster_digest", "seed_commitment",
+           "share_associated_data"]
 
 _U32 = struct.Struct(">I")
 SEED_BYTES = 32
@@ -101,6 +102,25 @@ def consistency_payload(config: RoundConfig, roster: bytes, survivors: tuple[int
 def seed_commitment(config: RoundConfig, client: int, seed: bytes) -> bytes:
     return hashlib.sha256(b"cohort/secagg/v1/seed-commitment\x00" + config.tag
                           + _U32.pack(client) + seed).digest()
+
+
+def opens_seed(config: RoundConfig, client: int, commitment: bytes):
+    """The check that a reconstructed value is the self-mask seed ``client`` committed to."""
+    return lambda v: (v >> 256 == 0
+                      and seed_commitment(config, client, v.to_bytes(32, "big")) == commitment)
+
+
+def opens_mask_key(mask_public: bytes):
+    """The check that a reconstructed value is the private half of the advertised mask key."""
+    def check(v: int) -> bool:
+        if v >> 256:
+            return False
+        try:
+            pair = crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
+        except ValueError:
+            return False
+        return pair.public == mask_public
+    return check
 
 
 def share_associated_data(config: RoundConfig, sender: int, recipient: int) -> bytes:
@@ -444,6 +464,22 @@ class SecAggClient:
         self.wipe()
         self.state = ClientState.DONE
         return UnmaskShares(self.id, tuple(out)).encode(config)
+
+    # -- one entry point for a transport -------------------------------------------------------
+    def respond(self, message: bytes, values: np.ndarray) -> bytes | None:
+        """This client's reply to the server's next message, whatever stage it is in (its
+        input ``values`` go into the masked-input stage); None once the round is done.
+        A transport that relays bytes calls only this and :meth:`advertise_keys`."""
+        step = {ClientState.AWAIT_ROSTER: self.reveal_nonce,
+                ClientState.AWAIT_NONCES: self.share_keys,
+                ClientState.AWAIT_DELIVERY: lambda m: self.masked_input(m, values),
+                ClientState.AWAIT_CONSISTENCY: self.consistency_check,
+                ClientState.AWAIT_UNMASK: self.unmask}.get(self.state)
+        if step is not None:
+            return step(message)
+        if self.state is ClientState.DONE:
+            return None
+        raise InvalidMessage(f"the secagg client is {self.state.value}")
 
     # -- for the test harness's adversary ----------------------------------------------------
     def corrupt_state(self) -> dict[int, tuple[int, int]]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .client import seed_commitment
-from .hazmat import crypto, shamir
+from .client import opens_mask_key, opens_seed
+from .hazmat import shamir
 from .messages import Kind, ShareKind, decode, peek
 from .transcript import Direction, Transcript
 
@@ -64,17 +64,13 @@ def _messages(transcript: Transcript, kind: Kind, stage=None):
 
 
 def _recover(points: dict[int, int], t: int, check) -> int | None:
+    """The secret, if the points open the owner's commitment (the server's own decoder)."""
     if len(points) < t:
         return None
-    pairs = sorted(points.items())
     try:
-        value = shamir.reconstruct(pairs, t)
-        if check(value):
-            return value
-        value = shamir.decode_with_errors(pairs, t)[0] if len(pairs) > t else None
+        return shamir.decode_with_check(sorted(points.items()), t, check)[0]
     except (ValueError, IndexError):
         return None
-    return value if value is not None and check(value) else None
 
 
 def leakage(transcript: Transcript, coalition) -> Leakage:
@@ -102,20 +98,12 @@ def leakage(transcript: Transcript, coalition) -> Leakage:
                 s_points[about].setdefault(ranks[holder], s_share)
     seeds, keys = set(), set()
     for u in honest:
-        if u in commitments:
-            def seed_ok(v: int, u=u) -> bool:
-                return v >> 256 == 0 and seed_commitment(
-                    config, u, v.to_bytes(32, "big")) == commitments[u]
-            if _recover(b_points[u], t, seed_ok) is not None:
-                seeds.add(u)
-        if u in adverts:
-            def key_ok(v: int, u=u) -> bool:
-                if v >> 256:
-                    return False
-                pair = crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
-                return pair.public == adverts[u].mask_key
-            if _recover(s_points[u], t, key_ok) is not None:
-                keys.add(u)
+        if u in commitments and _recover(b_points[u], t,
+                                         opens_seed(config, u, commitments[u])) is not None:
+            seeds.add(u)
+        if u in adverts and _recover(s_points[u], t,
+                                     opens_mask_key(adverts[u].mask_key)) is not None:
+            keys.add(u)
     known_key = keys | corrupt
     # Honest masked inputs joined by a pairwise mask neither end's key is known for.
     nodes = [u for u in honest if u in masked]

@@ -34,7 +34,8 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from . import _testing
-from .client import advertise_payload, consistency_payload, roster_digest, seed_commitment
+from .client import advertise_payload, consistency_payload, opens_mask_key, opens_seed, \
+    roster_digest
 from .config import RoundConfig
 from .errors import InvalidMessage, ProtocolAbort, StageError
 from .graph import graph_seed, neighbor_map, nonce_commitment, roster_graph_seed
@@ -404,26 +405,13 @@ class SecAggServer:
         prg = MaskGenerator(config.dim, config.modulus_bits)
         survivors = self._survivor_set
 
-        def seed_check(u: int):
-            return lambda v: (v >> 256 == 0 and seed_commitment(config, u, v.to_bytes(32, "big"))
-                              == self._commitments[u])
-
-        def key_check(d: int):
-            def check(v: int) -> bool:
-                if v >> 256:
-                    return False
-                try:
-                    pair = crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
-                except ValueError:
-                    return False
-                return pair.public == self._advertised[d].mask_key
-            return check
-
         # Reconstruct and check every secret before removing any mask: an abort must not leave a
         # half-unmasked accumulator behind.
         recovered = self._recover(
-            [(u, self._b_points.get(u), "self-mask seed", seed_check(u)) for u in self._u3]
-            + [(d, self._s_points.get(d), "mask key", key_check(d)) for d in self._dropped])
+            [(u, self._b_points.get(u), "self-mask seed",
+              opens_seed(config, u, self._commitments[u])) for u in self._u3]
+            + [(d, self._s_points.get(d), "mask key",
+                opens_mask_key(self._advertised[d].mask_key)) for d in self._dropped])
         seeds = {u: v.to_bytes(32, "big") for u, v in zip(self._u3, recovered)}
         keys = {d: crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
                 for d, v in zip(self._dropped, recovered[len(self._u3):])}

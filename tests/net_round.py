@@ -15,7 +15,6 @@ from clients.agent import AgentReport, SiteAgent, site_tls_context
 from coordinator.service import (CoordinatorService, ServerHandle, create_app, secagg_limits,
                                  serve_in_thread, server_context)
 from secagg import RoundConfig, SecAggClient, SecAggServer
-from secagg.client import ClientState
 
 
 class SecAggHost:
@@ -45,19 +44,7 @@ class SecAggParticipant:
         return self.client.advertise_keys()
 
     def on_message(self, data: bytes) -> bytes | None:
-        c = self.client
-        state = c.state
-        if state is ClientState.AWAIT_ROSTER:
-            return c.reveal_nonce(data)
-        if state is ClientState.AWAIT_NONCES:
-            return c.share_keys(data)
-        if state is ClientState.AWAIT_DELIVERY:
-            return c.masked_input(data, self.values)
-        if state is ClientState.AWAIT_CONSISTENCY:
-            return c.consistency_check(data)
-        if state is ClientState.AWAIT_UNMASK:
-            return c.unmask(data)
-        return None
+        return self.client.respond(data, self.values)
 
 
 def round_config(n: int, dim: int, *, bits: int = 32, round_id: bytes | None = None,
