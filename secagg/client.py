@@ -429,9 +429,11 @@ class SecAggClient:
         self._expect(ClientState.AWAIT_UNMASK)
         config = self.config
         request: UnmaskRequest = decode(message, config, Kind.UNMASK_REQUEST)
-        self._check_view(request.survivors, request.dropped, Stage.UNMASK)
         survivors, dropped = set(request.survivors), set(request.dropped)
-        if config.malicious:
+        if not config.malicious:
+            self._check_view(request.survivors, request.dropped, Stage.UNMASK)
+        else:
+            # The view was checked when this client signed it; it must be that view.
             if (request.survivors, request.dropped) != self._view:
                 raise self._abort("the view differs from the one this client signed",
                                   Stage.UNMASK)
