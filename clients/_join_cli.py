@@ -56,6 +56,9 @@ def join(kit: Path, data_spec: str, label_column: str | None, url: str | None,
     """Join the coordinator named in the kit and take part in its job until it ends."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    from cohort.runtime import keep_large_buffers
+
+    keep_large_buffers()
     from cryptography.hazmat.primitives import serialization
 
     from cohort.enrolment import load_roster

@@ -11,6 +11,11 @@ coordinator's ``/v1`` API::
           200 -> step, stage, round from the headers; the body is the coordinator's message
                  reply = participant.start() at step 0, else participant.on_message(body)
                  None -> stop (the participant is done)
+                 POST /v1/rounds/<round>/steps/<step>?wait=<poll_wait> the reply in a signed
+                      envelope (retried: the coordinator treats the same bytes again as a
+                      duplicate); when the response carries the next message (Cohort-Step
+                      headers), that is the next poll's answer and no GET is sent
+                 after = step + 1
 
 In job mode (``rounds=``, a factory of one participant per round) the agent runs round after
 round: step 0's body is the round's work, handed to the factory, which judges it before the
@@ -18,9 +23,6 @@ site computes anything (a refusal stops the agent); a 410 for a round, or a repl
 finishes that round, and the agent long-polls (``done=<round>``) for the next one until the
 service says ``job_done``. It names its round in progress (``current=<round>``), so a round
 that ended while it was between requests is never mistaken for the next one.
-                 POST /v1/rounds/<round>/steps/<step> the reply in a signed envelope
-                      (retried: the coordinator treats the same bytes again as a duplicate)
-                 after = step + 1
 
 Connections are TLS 1.3 with the site's client certificate, the coordinator checked against the
 consortium CA and its host name. The report and the log say what was sent (steps, stages, byte
@@ -175,11 +177,15 @@ class SiteAgent:
             self.participant = None
 
         try:
+            ahead: httpx.Response | None = None  # the next message, from a POST's response
             while report.polls < self.max_polls and time.monotonic() < deadline:
                 report.polls += 1
                 mine = "" if current is None else current.hex()
-                r = self._request("GET", f"/v1/work?after={after}&wait={self.poll_wait}"
-                                  f"&done={done}&current={mine}", deadline=deadline)
+                if ahead is not None:
+                    r, ahead = ahead, None
+                else:
+                    r = self._request("GET", f"/v1/work?after={after}&wait={self.poll_wait}"
+                                      f"&done={done}&current={mine}", deadline=deadline)
                 if r.status_code == 204:
                     continue
                 if r.status_code == 410:
@@ -222,11 +228,15 @@ class SiteAgent:
                     break
                 sealed = envelope.seal(self.identity, round_id=round_id, client=self.client_id,
                                        step=step, stage=stage, body=reply)
-                p = self._request("POST", f"/v1/rounds/{round_id.hex()}/steps/{step}",
-                                  content=sealed, deadline=deadline,
+                p = self._request("POST", f"/v1/rounds/{round_id.hex()}/steps/{step}"
+                                  f"?wait={self.poll_wait}", content=sealed, deadline=deadline,
                                   headers={"content-type": "application/octet-stream"})
                 if p.status_code == 200:
-                    outcome = _json(p).get("outcome", "accepted")
+                    if "cohort-step" in p.headers:  # accepted, and the next message came back
+                        outcome = p.headers.get("cohort-outcome", "accepted")
+                        ahead = p
+                    else:
+                        outcome = _json(p).get("outcome", "accepted")
                     report.steps.append(StepSent(step, stage, len(reply), outcome))
                     log.info("site %d: step %d (%s) sent %d bytes: %s", self.client_id, step,
                              stage, len(reply), outcome)

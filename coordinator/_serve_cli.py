@@ -73,6 +73,9 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
     """Run the coordinator service over mutual TLS for the job in JOB until it ends."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
+    from cohort.runtime import keep_large_buffers
+
+    keep_large_buffers()
     from cohort.contract import parse_job
     from cohort.enrolment import load_roster
 

@@ -341,7 +341,7 @@ class SecAggClient:
         if len(held) + 1 < config.threshold:
             raise self._abort("too few live neighbours to reach the threshold", Stage.MASKED_INPUT)
         prg = MaskGenerator(config.dim, config.modulus_bits)
-        y = x.copy()
+        y = x  # _check_input's astype made it this round's own copy: mask it in place
         prg.add(y, crypto.self_mask_key(self._seed, config.tag, self.id))
         for v in sorted(held):
             if self.id < v:

@@ -61,7 +61,7 @@ class Envelope:
     stage: str
     digest: bytes
     signature: bytes
-    body: bytes
+    body: memoryview  # a read-only view into the parsed bytes: a large body is never copied
     signed: bytes  # the header the signature covers (without DOMAIN)
 
     def verify(self, public: Ed25519PublicKey) -> None:
@@ -124,5 +124,5 @@ def parse(data: bytes) -> Envelope:
             raise MalformedEnvelope("stage name is not printable")
     except (IndexError, struct.error, UnicodeDecodeError):
         raise MalformedEnvelope("envelope is truncated or malformed") from None
-    return Envelope(round_id, client, step, stage, digest, signature,
-                    bytes(view[pos + _SIGNATURE:]), bytes(view[:pos]))
+    body = memoryview(data).toreadonly()[pos + _SIGNATURE:]
+    return Envelope(round_id, client, step, stage, digest, signature, body, bytes(view[:pos]))

@@ -72,10 +72,10 @@ class Running:
         self.handle.stop()
 
 
-def start_service(pki, **kwargs) -> Running:
+def start_service(pki, *, sock=None, **kwargs) -> Running:
     service = CoordinatorService(pki.roster, **kwargs)
     context = server_context(certfile=pki.server.cert, keyfile=pki.server.key, cafile=pki.ca)
-    return Running(service, serve_in_thread(create_app(service), context))
+    return Running(service, serve_in_thread(create_app(service), context, sock=sock))
 
 
 def open_secagg_round(running: Running, config: RoundConfig, *, stage_timeout: float = 10.0):

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # A role's command line (its ``__main__``) is wired with the CLI layer of ``cohort`` and its
 # libraries; the rule of the role still holds for every other package.
-CLI = ("cohort.errors", "cohort.options", "cohort.registry", "cohort.outputs", "click", "rich")
+CLI = ("cohort.errors", "cohort.options", "cohort.registry", "cohort.outputs", "cohort.runtime",
+       "click", "rich")
 
 # Named exceptions, each with its reason. Only lazy imports inside a function qualify.
 EXEMPT = {

@@ -12,11 +12,11 @@ from .errors import BodyTimeout, MessageTooLarge, NoRound, WrongSender, status_f
 from .limits import secagg_limits
 from .roster import MemoryRoster, SiteIdentity, SiteRoster, SiteStatus, fingerprint, site_identity
 from .rounds import InboxStore, MemoryInbox, RoundHost, RoundSession, RoundState
-from .server import ServerHandle, serve_in_thread, uvicorn_config
+from .server import ServerHandle, bind_socket, serve_in_thread, uvicorn_config
 from .tls import PeerCertH11Protocol, peer_certificate, server_context
 
 __all__ = [
-    "CoordinatorService", "create_app", "serve_in_thread", "ServerHandle", "uvicorn_config",
+    "CoordinatorService", "create_app", "bind_socket", "serve_in_thread", "ServerHandle", "uvicorn_config",
     "server_context", "PeerCertH11Protocol", "peer_certificate",
     "SiteIdentity", "SiteRoster", "SiteStatus", "MemoryRoster", "fingerprint", "site_identity",
     "RoundHost", "RoundSession", "RoundState", "InboxStore", "MemoryInbox", "secagg_limits",

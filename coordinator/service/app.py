@@ -6,8 +6,13 @@
                                            204 when nothing came within the hold time, 410 with
                                            ``{"state": done|aborted|dropped|not_in_round}`` when
                                            the site has nothing more to do in this round.
-``POST /v1/rounds/{round}/steps/{step}``   one signed envelope (``application/octet-stream``);
-                                           200 ``{"outcome": "accepted"|"duplicate"}``.
+``POST /v1/rounds/{round}/steps/{step}[?wait=W]``
+                                           one signed envelope (``application/octet-stream``);
+                                           200 ``{"outcome": "accepted"|"duplicate"}``; with
+                                           ``wait``, the site's next message (as from
+                                           ``/v1/work?after=step+1``, plus ``Cohort-Outcome``)
+                                           when it is ready within W seconds, which saves the
+                                           site one request per step.
 ``GET  /v1/status``                        the open round's state, and the caller's standing.
 
 Who is calling is the roster entry of the client certificate the TLS handshake verified (see
@@ -146,19 +151,22 @@ async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
             raise InvalidMessage("bad Content-Length")
         if int(declared) > limit:
             raise MessageTooLarge(f"the body is over this step's limit of {limit} bytes")
-    buf = bytearray()
+    chunks: list[bytes] = []
+    size = 0
 
     async def read() -> None:
+        nonlocal size
         async for chunk in request.stream():
-            buf.extend(chunk)
-            if len(buf) > limit:
+            size += len(chunk)
+            if size > limit:
                 raise MessageTooLarge(f"the body is over this step's limit of {limit} bytes")
+            chunks.append(chunk)
 
     try:
         await asyncio.wait_for(read(), timeout)
     except asyncio.TimeoutError:
         raise BodyTimeout("the body did not arrive in time") from None
-    return bytes(buf)
+    return b"".join(chunks)  # one copy of the body, however many chunks it came in
 
 
 def create_app(service: CoordinatorService) -> FastAPI:
@@ -183,39 +191,52 @@ def create_app(service: CoordinatorService) -> FastAPI:
                  type(exc).__name__)
         return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
 
-    @app.get("/v1/work")
-    async def work(request: Request, after: int = 0, wait: float | None = None,
-                   done: str = "", current: str = "") -> Response:
-        site = service.identify(request)
-        if wait is not None and not math.isfinite(wait):
-            raise InvalidRequest("wait must be a finite number of seconds")
-        hold = service.poll_hold if wait is None else max(0.0, min(wait, service.poll_hold))
+    async def next_work(site: SiteIdentity, after: int, hold: float, done: str,
+                        current: str, *, only_work: bool = False) -> Response | None:
+        """The long poll: the site's message at step >= ``after`` within ``hold`` seconds.
+
+        With ``only_work`` (a POST that also waits), anything but a message is None: the site
+        learns how the round ended from its next GET, which answers it the same way."""
         until = time.monotonic() + hold
         while True:
             session = service.session
             item = None
             if current and (session is None or session.round_id.hex() != current.lower()):
                 # the caller's round is no longer the open one: it is over for the caller
-                return JSONResponse({"state": "done", "round": current.lower()}, 410)
+                return None if only_work else JSONResponse(
+                    {"state": "done", "round": current.lower()}, 410)
             if session is not None and session.round_id.hex() != done.lower():
                 item = session.work_for(site.client_id, after)
             if item is None and service.finished:
-                return JSONResponse({"state": "job_done"}, 410)
+                return None if only_work else JSONResponse({"state": "job_done"}, 410)
             if isinstance(item, Work):
                 return Response(item.body, media_type="application/octet-stream", headers={
                     "Cohort-Round": session.round_id.hex(), "Cohort-Step": str(item.step),
                     "Cohort-Stage": item.stage})
             if isinstance(item, Finished):
-                return JSONResponse({"state": item.reason, "round": session.round_id.hex()},
-                                    410)
+                return None if only_work else JSONResponse(
+                    {"state": item.reason, "round": session.round_id.hex()}, 410)
             remaining = until - time.monotonic()
             if remaining <= 0:
-                return Response(status_code=204)
+                return None if only_work else Response(status_code=204)
             await service.wait_change(remaining)
 
-    @app.post("/v1/rounds/{round_hex}/steps/{step}")
-    async def post_message(request: Request, round_hex: str, step: int) -> JSONResponse:
+    def hold_for(wait: float | None) -> float:
+        if wait is not None and not math.isfinite(wait):
+            raise InvalidRequest("wait must be a finite number of seconds")
+        return service.poll_hold if wait is None else max(0.0, min(wait, service.poll_hold))
+
+    @app.get("/v1/work")
+    async def work(request: Request, after: int = 0, wait: float | None = None,
+                   done: str = "", current: str = "") -> Response:
         site = service.identify(request)
+        return await next_work(site, after, hold_for(wait), done, current)
+
+    @app.post("/v1/rounds/{round_hex}/steps/{step}")
+    async def post_message(request: Request, round_hex: str, step: int,
+                           wait: float | None = None) -> Response:
+        site = service.identify(request)
+        hold = 0.0 if wait is None else hold_for(wait)
         session = service.current(round_hex)
         limit = session.limit_for(step) + envelope.MAX_OVERHEAD
         data = await _read_body(request, limit, service.body_timeout)
@@ -229,6 +250,14 @@ def create_app(service: CoordinatorService) -> FastAPI:
                                  sealed.body, data, digest=sealed.digest)
         log.info("site %s step %d (%s): %s, %d bytes", site.site_name, step, sealed.stage,
                  outcome.value, len(sealed.body))
+        if hold > 0:
+            # The reply to this step and the poll for the next in one request: the site's
+            # next message comes back as this response's body when it is ready in time.
+            nxt = await next_work(site, step + 1, hold, "", session.round_id.hex(),
+                                  only_work=True)
+            if nxt is not None:
+                nxt.headers["Cohort-Outcome"] = outcome.value
+                return nxt
         return JSONResponse({"outcome": outcome.value, "step": step})
 
     @app.get("/v1/status")

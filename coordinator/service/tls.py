@@ -22,7 +22,13 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-__all__ = ["server_context", "PeerCertH11Protocol", "peer_certificate"]
+try:  # uvicorn's C parser (httptools); the pure-Python h11 protocol otherwise
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency; h11 still works
+    HttpToolsProtocol = None
+
+__all__ = ["server_context", "PeerCertH11Protocol", "PeerCertHttpToolsProtocol",
+           "peer_certificate"]
 
 _TLS13 = 0x0304
 
@@ -40,8 +46,9 @@ def server_context(*, certfile: str | Path, keyfile: str | Path,
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
-class PeerCertH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol, with the handshake's verified client certificate in every scope."""
+class _PeerCert:
+    """Mixin for a uvicorn HTTP protocol: the handshake's verified client certificate in every
+    request's scope."""
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -70,3 +77,13 @@ def peer_certificate(scope: dict) -> bytes | None:
     if not chain or tls.get("tls_version") != _TLS13:
         return None
     return ssl.PEM_cert_to_DER_cert(chain[0])
+
+
+class PeerCertH11Protocol(_PeerCert, H11Protocol):
+    """uvicorn's h11 (pure Python) protocol with the verified client certificate."""
+
+
+PeerCertHttpToolsProtocol = (None if HttpToolsProtocol is None else
+                             type("PeerCertHttpToolsProtocol", (_PeerCert, HttpToolsProtocol),
+                                  {"__doc__": "uvicorn's httptools protocol with the verified "
+                                              "client certificate.", "__module__": __name__}))
