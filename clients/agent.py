@@ -55,7 +55,11 @@ _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 class RoundParticipant(Protocol):
-    """The site side of one round."""
+    """The site side of one round. In job mode the agent also calls the participant's
+    ``finished(how, outcome)``, if it has one, when the round ends for the site (``done``,
+    ``dropped``, ``aborted: ...``, ``missed``), whether or not the round's last message reached
+    it; ``outcome`` is the round's outcome fetched from the coordinator when the participant's
+    ``wants_outcome()`` says it still needs one, else None."""
 
     def start(self) -> bytes: ...
 
@@ -159,6 +163,23 @@ class SiteAgent:
             self._sleep(delay)
         raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt + 1} attempts")
 
+    def _fetch_outcome(self, round_hex: str, deadline: float) -> bytes | None:
+        """A round's outcome for a site that was not told it (it dropped out after its masked
+        input left): a few long polls, then None (the worst case stays charged)."""
+        for _ in range(3):
+            try:
+                r = self._request("GET", f"/v1/rounds/{round_hex}/outcome?wait={self.poll_wait}",
+                                  deadline=deadline)
+            except _GiveUp:
+                return None
+            if r.status_code == 200:
+                return r.content
+            if r.status_code != 204:
+                log.info("site %d: the outcome of round %s was refused: %s", self.client_id,
+                         round_hex[:16], _refusal(r))
+                return None
+        return None
+
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> AgentReport:
         report = self.report
@@ -172,6 +193,12 @@ class SiteAgent:
         def finish_round(round_hex: str, how: str) -> None:
             nonlocal after, current, done
             self.rounds_done.append((round_hex, how))
+            ended = getattr(self.participant, "finished", None)
+            if ended is not None:  # the participant settles what it can know for itself
+                wants = getattr(self.participant, "wants_outcome", None)
+                outcome = (self._fetch_outcome(round_hex, deadline)
+                           if wants is not None and wants() else None)
+                ended(how, outcome)
             log.info("site %d: round %s %s", self.client_id, round_hex[:16], how)
             after, current, done = 0, None, round_hex
             self.participant = None

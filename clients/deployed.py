@@ -13,6 +13,7 @@ coordinator's :class:`cohort.contract.RoundOutcome` and acknowledges it.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from .site import Site
 from .training import Optimizer
 
 __all__ = ["ACK", "DeployedParticipant", "LocalData", "RoundLog", "SiteWorker", "load_site_data"]
+
+log = logging.getLogger("cohort.site")
 
 ACK = OUTCOME_ACK
 _OUTCOME_MAGIC = b"cohort/contract/v1/outcome\n"
@@ -45,6 +48,7 @@ class RoundLog:
     epsilon_if_worst: float | None = None  # the site's epsilon after the round's worst case
     included: bool | None = None
     aborted: bool = False
+    note: str | None = None
 
 
 @dataclass
@@ -116,12 +120,40 @@ class DeployedParticipant:
     def start(self) -> bytes:
         return self.round.start()
 
-    def on_message(self, data: bytes) -> bytes | None:
-        if data.startswith(_OUTCOME_MAGIC):
-            outcome = RoundOutcome.from_bytes(data)
-            self.round.outcome(outcome)
+    def wants_outcome(self) -> bool:
+        """True while the ledger waits for an outcome this site has not been told."""
+        return self.round.input_sent and self.round.state.value not in ("settled", "abandoned")
+
+    def finished(self, how: str, outcome: bytes | None = None) -> None:
+        """The round ended for this site (the agent's word for how). A site that was not told
+        the round's outcome settles from the one it fetched (checked like any outcome), or
+        from what it knows for itself: if its masked input never left, no sum can hold it and
+        the reservation is settled to nothing; if it left, the worst case stays charged (an
+        unknown outcome is charged in full)."""
+        if self.round.state.value in ("settled", "abandoned"):
+            return
+        self.entry.aborted = how.startswith("aborted")
+        if not self.round.input_sent:
+            self.round.abandon()
+            self.entry.included = False
+            return
+        if outcome is not None and outcome.startswith(_OUTCOME_MAGIC):
+            try:
+                self._settle(RoundOutcome.from_bytes(outcome))
+            except InvalidMessage as exc:
+                log.warning("%s: the round's outcome was refused (%s); the worst case stays "
+                            "charged", self.round.site_id, exc)
+
+    def _settle(self, outcome: RoundOutcome) -> None:
+        if self.round.outcome(outcome):
             self.entry.aborted = outcome.aborted
             self.entry.included = self.round.site_id in outcome.included
+        else:
+            self.entry.note = "outcome not verifiable here: the worst case stays charged"
+
+    def on_message(self, data: bytes) -> bytes | None:
+        if data.startswith(_OUTCOME_MAGIC):
+            self._settle(RoundOutcome.from_bytes(data))
             return ACK
         return self.round.on_message(data)
 

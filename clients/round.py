@@ -242,22 +242,46 @@ class SiteRound:
         return reply
 
     # -- 5. settle ---------------------------------------------------------------------------
-    def outcome(self, outcome: RoundOutcome) -> None:
+    def outcome(self, outcome: RoundOutcome) -> bool:
         """Settle the reservation from the coordinator's announced ``outcome`` of this round:
-        the true event if this site is in the sum, nothing if not or if it aborted."""
+        the true event if this site is in the sum, nothing if not or if it aborted. Returns
+        whether it settled.
+
+        The site checks the outcome against what it saw itself. Once it has given its shares
+        for a sum, the outcome must name exactly that sum's sites, or it is refused
+        (``InvalidMessage``). In malicious-server mode, the coordinator's word alone is not
+        enough once the masked input has left: a server that says "aborted" or "not included"
+        may still have unmasked the input with other clients' shares. So unless the outcome
+        matches a view this site signed, the worst case stays charged and False is returned.
+        In the semi-honest model the coordinator follows the protocol, and its outcome settles
+        the reservation."""
         if not isinstance(outcome, RoundOutcome):
             raise ConfigurationError("outcome must be a cohort.contract.RoundOutcome")
         if outcome.release_id != self._announcement.round_id:
             raise InvalidMessage("the outcome is of another round")
         if self._state in (SiteRoundState.SETTLED, SiteRoundState.ABANDONED):
             raise InvalidMessage("this round is already settled")
-        if not outcome.included <= set(self._announcement.cohort):
+        a = self._announcement
+        if not outcome.included <= set(a.cohort):
             raise InvalidMessage("the outcome names sites outside the round's cohort")
+        client = self._client
+        unmasked = None if client is None else client.unmasked_view
+        signed = None if client is None else client.signed_view
+        view = unmasked or signed
+        sites_of = lambda ids: {s for s in a.cohort if a.client_id(s) in set(ids)}  # noqa: E731
+        if unmasked is not None and not outcome.aborted and \
+                set(outcome.included) != sites_of(unmasked[0]):
+            raise InvalidMessage("the outcome's sum is not the one this site unmasked")
+        if a.malicious and self._input_sent and (
+                outcome.aborted or view is None
+                or set(outcome.included) != sites_of(view[0])):
+            return False  # unverifiable: the worst case stays reserved
         event = None
         if not outcome.aborted and self._site_id in outcome.included:
-            event = self._announcement.event(survivors=len(outcome.included))
+            event = a.event(survivors=len(outcome.included))
         self._release.settle(event)
         self._state = SiteRoundState.SETTLED
+        return True
 
     def abandon(self) -> None:
         """Stop before anything releasable left (another site could not reserve, the round

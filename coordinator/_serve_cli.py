@@ -4,7 +4,7 @@ declared job (:class:`cohort.contract.Job`, from ``job.toml``) to its end.
 It reads the coordinator kit (``coordinator.toml``, ``server.pem``/``server.key``, ``ca.pem``, the
 CA-signed roster), serves HTTPS with TLS 1.3 and client certificates on the kit's port, waits for
 the roster's sites, runs the job's rounds (:class:`coordinator.job.JobRunner`), writes
-``metrics.jsonl`` (a line per round) and ``summary.json`` into ``--out``, and stops when the job
+``metrics.jsonl`` (a line per round), ``summary.json`` and ``rounds.png`` into ``--out``, and stops when the job
 ends. The model is built here from the catalogue (``clients.make_model``), so the coordinator's
 core only ever sees flat parameter vectors.
 """
@@ -61,7 +61,7 @@ def _kit(kit: Path) -> dict:
 @click.option("--job", "job_file", type=click.Path(path_type=Path, dir_okay=False, exists=True),
               required=True, help="The job file (TOML).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/serve"),
-              help="Where metrics.jsonl and summary.json are written.")
+              help="Where metrics.jsonl, summary.json and rounds.png are written.")
 @click.option("--host", default="127.0.0.1", help="The address to listen on.")
 @click.option("--port", type=int, default=None, show_default="the kit's port",
               help="The port to listen on (0: any free port).")
@@ -162,6 +162,10 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
             np.ascontiguousarray(result.final_params, dtype="<f8").tobytes()).hexdigest(),
     }
     np.save(out / "final_params.npy", result.final_params)
+    if result.rounds:
+        from .job_report import plot_job
+
+        plot_job(out, job, result.rounds, stopped=result.stopped)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     click.echo(f"job {job.name!r} ended: {len(result.rounds)} rounds"
                + (f"; {result.stopped}" if result.stopped else "")

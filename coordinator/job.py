@@ -71,6 +71,12 @@ class AggregationHost:
     def stage(self):
         return self._agg.stage if self._phase == "secagg" else OUTCOME_STAGE
 
+    @property
+    def outcome_bytes(self) -> bytes | None:
+        """The round's outcome once the secure sum has ended (or aborted): what the service
+        gives a site that dropped out and asks for it."""
+        return None if self.outcome is None else self.outcome.to_bytes()
+
     def limit(self, stage: object) -> int:
         return _ACK_LIMIT if stage == OUTCOME_STAGE else self._limits(stage)
 

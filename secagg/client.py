@@ -162,6 +162,9 @@ class SecAggClient:
         self._own_shares: tuple[int, int] | None = None
         self._held: dict[int, tuple[int, int]] = {}  # neighbour -> (share of b, share of s)
         self._view: tuple[tuple[int, ...], tuple[int, ...]] | None = None
+        # The (survivors, dropped) this client gave its shares for: public, kept after the
+        # wipe so the site can check the coordinator's account of the round against it.
+        self.unmasked_view: tuple[tuple[int, ...], tuple[int, ...]] | None = None
         self._channel: dict[int, bytes] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -185,6 +188,11 @@ class SecAggClient:
         self._own_shares = None
         self._held = {}
         self._channel = {}
+
+    @property
+    def signed_view(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        """The (survivors, dropped) this client signed in malicious mode, once it has."""
+        return self._view
 
     @property
     def neighbors(self) -> frozenset[int]:
@@ -463,6 +471,7 @@ class SecAggClient:
             elif v in dropped:
                 out.append((v, ShareKind.MASK_KEY, shamir.encode_share(s_share)))
         out.sort(key=lambda share: share[0])
+        self.unmasked_view = (request.survivors, request.dropped)
         self.wipe()
         self.state = ClientState.DONE
         return UnmaskShares(self.id, tuple(out)).encode(config)

@@ -5,8 +5,10 @@ site's ledger settled; the same seed gives the simulation's final model."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -17,8 +19,8 @@ from clients.models import ModelKind
 from cohort.contract import MODELS, Job, LocalTraining, RoundWork, StrategyName, parse_job
 from coordinator.job import JobRunner
 from net_pki import make_consortium
-from net_round import start_service
-from privacy import Budget, Mechanism, SiteLedger
+from net_round import open_secagg_round, round_config, start_service
+from privacy import Budget, Mechanism, ReleaseStatus, SiteLedger
 from secagg.errors import ConfigurationError
 
 SEED = 5
@@ -273,3 +275,66 @@ def test_the_deployed_job_and_the_simulation_with_one_seed_make_the_same_model(p
     sim.run()
     simulated = get_flat_params(sim.consortium.global_model)
     np.testing.assert_allclose(result.final_params, simulated, rtol=1e-6, atol=1e-9)
+
+
+def _late_at_unmask(delay: float):
+    """A site that answers the unmask request only after its step has closed: its masked input
+    is in the sum, but it drops out before it is told the outcome."""
+    def wrap(begin):
+        def make(round_id, body):
+            inner = begin(round_id, body)
+
+            class Late:
+                calls = 0
+
+                def __getattr__(self, name):  # finished, wants_outcome: the real participant's
+                    return getattr(inner, name)
+
+                def start(self):
+                    return inner.start()
+
+                def on_message(self, data):
+                    Late.calls += 1
+                    reply = inner.on_message(data)
+                    if Late.calls == 4:  # the unmask request
+                        time.sleep(delay)
+                    return reply
+
+            return Late()
+
+        return make
+
+    return wrap
+
+
+def test_a_site_that_drops_after_its_input_left_fetches_the_outcome_and_settles(
+        pki, tmp_path) -> None:
+    job = _job(rounds=1, stage_timeout=2.0, min_sites=4)
+    result, workers, agents, reports, _ = _run(pki, tmp_path, job, n=4,
+                                               wrap={4: _late_at_unmask(3.0)})
+    [first] = result.rounds
+    assert (first.participants, first.dropouts) == (4, ["site-4"]), result.rounds
+    assert [how for _, how in agents[4].rounds_done] == ["dropped"]
+    # Its input is in the sum and it was not told so: it asked, and its ledger is exact.
+    assert [e.included for e in workers[4].log] == [True]
+    [entry] = workers[4].site.ledger.entries()
+    assert entry.status is ReleaseStatus.SETTLED
+    [peer] = workers[1].site.ledger.entries()
+    assert entry.event == peer.event
+
+
+def test_the_outcome_of_a_round_is_refused_to_a_site_outside_it(pki, tmp_path) -> None:
+    running = start_service(pki, poll_hold=1.0)
+    try:
+        config = round_config(3, 4)
+        _, session = open_secagg_round(running, config)
+        kit = pki.sites[4]
+        tls = site_tls_context(certfile=kit.tls.cert, keyfile=kit.tls.key, cafile=pki.ca)
+        with httpx.Client(base_url=running.url, verify=tls) as http:
+            r = http.get(f"/v1/rounds/{config.round_id.hex()}/outcome?wait=0")
+            assert (r.status_code, r.json()["error"]) == (403, "NotEnrolled")
+            r = http.get(f"/v1/rounds/{bytes(16).hex()}/outcome?wait=0")
+            assert (r.status_code, r.json()["error"]) == (409, "NoRound")
+        assert session.snapshot()["messages"] == 0
+    finally:
+        running.stop()

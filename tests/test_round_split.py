@@ -204,3 +204,89 @@ def test_an_aborted_round_tells_every_site() -> None:
         InMemoryTransport(aggregation, sites, dropouts={"masked_input": sorted(updates)[:3]}).run()
     assert all(s.state is SiteRoundState.SETTLED for s in sites.values())
     assert aggregation.outcome().aborted
+
+
+def _with_ledgers(tmp_path, updates, config, *, worst, malicious=False):
+    """Sites with ledgers and their reservations made, the outcome not yet told."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    keys = {s: Ed25519PrivateKey.generate() for s in updates}
+    directory = {s: k.public_key() for s, k in keys.items()}
+    cohort = sorted(updates)
+    request = RoundRequest(round_number=1, strategy=StrategyName.FEDAVG,
+                           n_participants=len(cohort), secure_aggregation=True,
+                           privacy_charge=worst, release_id=RID)
+    config = dataclasses.replace(config, malicious=malicious)
+    aggregation = AggregationRound(config, request=request, cohort=cohort,
+                                   dim=next(iter(updates.values()))[0].size, seed=7,
+                                   directory=directory if malicious else None)
+    announcement = announce(aggregation)
+    ledgers = {s: SiteLedger(tmp_path / "l.sqlite", site_id=s,
+                             budget=Budget(epsilon=1e3, delta=1e-5)) for s in updates}
+
+    class LedgerOnly:
+        def __init__(self, ledger):
+            self.ledger = ledger
+
+    sites = {}
+    for s in updates:
+        sites[s] = SiteRound(announcement, site_id=s, work=lambda s=s: updates[s],
+                             simulation_seed=7, identity=keys[s] if malicious else None,
+                             directory=directory if malicious else None)
+        sites[s]._release = site_round_module.Release(LedgerOnly(ledgers[s]),
+                                                      announcement.request)
+        sites[s].train()
+        sites[s].reserve()
+    return aggregation, announcement, sites, ledgers
+
+
+def test_a_site_that_unmasked_refuses_an_outcome_naming_another_sum(tmp_path,
+                                                                      monkeypatch) -> None:
+    """The coordinator cannot talk a site out of its charge: once the site gave its shares
+    for a sum, an outcome that leaves it out (or names any other set) is refused and the worst
+    case stays on its ledger. Without the check, the lie would void site-0's reservation."""
+    updates = _updates(4, 10)
+    worst = GaussianEvent(noise_multiplier=0.5)
+    aggregation, announcement, sites, ledgers = _with_ledgers(tmp_path, updates, CONFIG,
+                                                              worst=worst)
+    told = []
+    monkeypatch.setattr(InMemoryTransport, "_tell_outcome", lambda self, o: told.append(o))
+    InMemoryTransport(aggregation, sites).run()
+    [true] = told
+    assert true.included == frozenset(updates)
+    lies = [RoundOutcome(release_id=RID, included=true.included - {"site-0"}),
+            RoundOutcome(release_id=RID, included=frozenset({"site-1", "site-2"}))]
+    for lie in lies:
+        with pytest.raises(InvalidMessage, match="not the one this site unmasked"):
+            sites["site-0"].outcome(lie)
+        [row] = ledgers["site-0"].entries()
+        assert row.status is ReleaseStatus.RESERVED and row.worst == worst
+    assert sites["site-0"].outcome(true) is True
+    [row] = ledgers["site-0"].entries()
+    assert row.status is ReleaseStatus.SETTLED and row.event == announcement.event(survivors=4)
+
+
+def test_in_malicious_mode_a_claimed_abort_after_the_input_left_keeps_the_worst_case(
+        tmp_path, monkeypatch) -> None:
+    """A malicious server may unmask a site's input with the other clients' shares and then
+    tell that site the round aborted, or that it was not included. A site whose masked input
+    left and which signed no view it could check the claim against keeps its worst case."""
+    updates = _updates(5, 10)
+    worst = GaussianEvent(noise_multiplier=0.5)
+    config = dataclasses.replace(CONFIG, neighbors=4, threshold=4)
+    aggregation, announcement, sites, ledgers = _with_ledgers(tmp_path, updates, config,
+                                                              worst=worst, malicious=True)
+    told = []
+    monkeypatch.setattr(InMemoryTransport, "_tell_outcome", lambda self, o: told.append(o))
+    # site-4 drops before the consistency check: its input is in, it never signs a view
+    InMemoryTransport(aggregation, sites,
+                      dropouts={Stage.CONSISTENCY_CHECK: ["site-4"]}).run()
+    [true] = told
+    assert "site-4" in true.included and sites["site-4"].input_sent
+    for claim in (RoundOutcome(release_id=RID, included=frozenset(), aborted=True),
+                  RoundOutcome(release_id=RID, included=true.included - {"site-4"})):
+        assert sites["site-4"].outcome(claim) is False
+        [row] = ledgers["site-4"].entries()
+        assert row.status is ReleaseStatus.RESERVED and row.worst == worst
+    # a site that signed and unmasked settles from the true outcome
+    assert sites["site-0"].outcome(true) is True

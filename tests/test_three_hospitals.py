@@ -30,6 +30,8 @@ def test_three_hospitals_run_to_the_end_and_match_the_simulation(tmp_path) -> No
     assert set(summary["exit_codes"].values()) == {0}
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["participants"] for m in lines] == [3, 3]
+    png = (out / "rounds.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     for site, report in summary["site_reports"].items():
         assert report["outcome"] == "job_done"
         assert [r["included"] for r in report["rounds"]] == [True, True]

@@ -13,6 +13,8 @@
                                            ``/v1/work?after=step+1``, plus ``Cohort-Outcome``)
                                            when it is ready within W seconds, which saves the
                                            site one request per step.
+``GET  /v1/rounds/{round}/outcome[?wait=W]`` the round's outcome (binary) for a site of its
+                                           cohort, one that dropped out too; 204 while unknown.
 ``GET  /v1/status``                        the open round's state, and the caller's standing.
 
 Who is calling is the roster entry of the client certificate the TLS handshake verified (see
@@ -41,13 +43,16 @@ from cohort.contract import NotEnrolled
 from secagg.errors import CohortError, InvalidMessage
 
 from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
-from .rounds import Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, Work
+from .rounds import (Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, RoundState,
+                     Work)
 from .roster import SiteIdentity, SiteRoster, fingerprint
 from .tls import peer_certificate
 
 __all__ = ["CoordinatorService", "create_app"]
 
 log = logging.getLogger("cohort.service")
+
+_PAST_ROUNDS = 16  # ended rounds whose outcome a site that dropped out may still ask for
 
 
 class CoordinatorService:
@@ -64,6 +69,7 @@ class CoordinatorService:
         self.requests = 0  # requests that reached the app (a refused handshake never does)
         self.last_seen: dict[int, float] = {}
         self._lock = threading.Lock()
+        self._past: dict[bytes, RoundSession] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
 
@@ -76,6 +82,10 @@ class CoordinatorService:
                                inbox=inbox if inbox is not None else MemoryInbox(),
                                on_change=self._notify, first=first)
         with self._lock:
+            if self.session is not None:  # kept for its outcome, for sites that dropped out
+                self._past[self.session.round_id] = self.session
+                while len(self._past) > _PAST_ROUNDS:
+                    self._past.pop(next(iter(self._past)))
             self.session = session
         log.info("round %s open: %d sites, stage timeout %.1fs", round_id.hex()[:16],
                  len(cohort), stage_timeout)
@@ -132,6 +142,21 @@ class CoordinatorService:
             raise NotEnrolled("this certificate is not an active site of the consortium")
         self.last_seen[site.client_id] = time.monotonic()
         return site
+
+    def find(self, round_hex: str) -> RoundSession:
+        """The open round or one of the last few, by id (NoRound otherwise)."""
+        try:
+            round_id = bytes.fromhex(round_hex)
+        except ValueError:
+            raise NoRound("not a round id") from None
+        session = self.session
+        if session is not None and session.round_id == round_id:
+            return session
+        with self._lock:
+            past = self._past.get(round_id)
+        if past is None:
+            raise NoRound("no such round")
+        return past
 
     def current(self, round_hex: str) -> RoundSession:
         session = self.session
@@ -259,6 +284,27 @@ def create_app(service: CoordinatorService) -> FastAPI:
                 nxt.headers["Cohort-Outcome"] = outcome.value
                 return nxt
         return JSONResponse({"outcome": outcome.value, "step": step})
+
+    @app.get("/v1/rounds/{round_hex}/outcome")
+    async def round_outcome(request: Request, round_hex: str,
+                            wait: float | None = None) -> Response:
+        """The round's outcome (``application/octet-stream``, the job's RoundOutcome) for a
+        site of its cohort, also one that dropped out; 204 if it is not known within the
+        wait. Refused for a site outside the round's cohort (403) and for an unknown round
+        (409, as everywhere in this API)."""
+        site = service.identify(request)
+        session = service.find(round_hex)
+        if site.client_id not in session.cohort:
+            raise NotEnrolled("this site is not in that round's cohort")
+        until = time.monotonic() + hold_for(wait)
+        while True:
+            data = getattr(session.host, "outcome_bytes", None)
+            if data is not None:
+                return Response(data, media_type="application/octet-stream")
+            remaining = until - time.monotonic()
+            if remaining <= 0 or session.state is not RoundState.OPEN:
+                return Response(status_code=204)
+            await service.wait_change(remaining)
 
     @app.get("/v1/status")
     async def status(request: Request) -> JSONResponse:

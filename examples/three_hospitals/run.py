@@ -7,7 +7,8 @@ site a policy with a privacy budget, writes a FedAvg job with secure aggregation
 differential privacy (``OUT/job.toml``), starts ``cohort serve`` and three ``cohort join`` (each
 site with its share of the bundled breast-cancer data set), waits for the job to end, and writes
 ``OUT/summary.json`` (the coordinator's summary, with each site's report of what it agreed to and
-spent) and ``OUT/metrics.jsonl`` (one line per round). The kits, each site's ledger
+spent), ``OUT/metrics.jsonl`` (one line per round) and ``OUT/rounds.png`` (score, loss, sites
+summed against sites asked, and epsilon per round). The kits, each site's ledger
 (``OUT/kits/site-N/ledger.sqlite``) and every process's log (``OUT/logs/``) stay beside them.
 ``--seed`` is for tests only (the same seed gives ``cohort simulate``'s final model).
 """
@@ -21,6 +22,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[2]
 SITES = ("site-1", "site-2", "site-3")
@@ -81,7 +84,7 @@ modulus_bits = 32
 
 [timeouts]
 stage = 30
-join = 60
+join = 300  # the job starts as soon as every site has joined; slow starts are fine
 poll_hold = 2
 """
 
@@ -142,21 +145,22 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--seed", str(args.seed)]
             procs[site] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
         shown = 0
-        while any(p.poll() is None for p in procs.values()):
-            if time.monotonic() - started > args.timeout:
-                print("timed out; stopping every process")
-                return 1
-            metrics = out / "metrics.jsonl"
-            lines = metrics.read_text().splitlines() if metrics.exists() else []
-            for line in lines[shown:]:
-                m = json.loads(line)
-                bar = "#" * m["round"] + "." * (args.rounds - m["round"])
-                acc = "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
-                eps = "-" if m["epsilon"] is None else f"{m['epsilon']:.3g}"
-                print(f"[{bar}] round {m['round']}/{args.rounds}: {m['participants']} sites "
-                      f"summed, accuracy {acc}, epsilon {eps}", flush=True)
-            shown = len(lines)
-            time.sleep(0.2)
+        with tqdm(total=args.rounds, unit="round", desc="job") as bar:
+            while any(p.poll() is None for p in procs.values()):
+                if time.monotonic() - started > args.timeout:
+                    bar.write("timed out; stopping every process")
+                    return 1
+                metrics = out / "metrics.jsonl"
+                lines = metrics.read_text().splitlines() if metrics.exists() else []
+                for line in lines[shown:]:
+                    m = json.loads(line)
+                    acc = "-" if m["accuracy"] is None else f"{m['accuracy']:.3f}"
+                    eps = "-" if m["epsilon"] is None else f"{m['epsilon']:.3g}"
+                    bar.set_postfix_str(f"{m['participants']}/{m['planned']} sites summed, "
+                                        f"accuracy {acc}, epsilon {eps}")
+                    bar.update(1)
+                shown = len(lines)
+                time.sleep(0.2)
     finally:
         for p in procs.values():
             if p.poll() is None:
