@@ -433,6 +433,9 @@ class Job:
     max_weight: float = 100_000.0
     neighbors: int | None = None
     threshold: int | None = None
+    # The coordinator may be malicious (DESIGN 2a): signed keys and the consistency check
+    # unless the consortium decides otherwise ([secagg] malicious = false).
+    malicious: bool = True
     min_sites: int | None = None
     stage_timeout: float = 30.0
     join_timeout: float = 120.0
@@ -451,6 +454,8 @@ class Job:
             raise ConfigurationError("noise_multiplier must be > 0 with differential privacy")
         if self.dataset is None and (self.features is None or self.outputs is None):
             raise ConfigurationError("give a dataset, or both features and outputs")
+        if not isinstance(self.malicious, bool):
+            raise ConfigurationError("malicious must be true or false")
 
 
 _JOB_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
@@ -468,7 +473,8 @@ _JOB_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
                 "target_epsilon": ((int, float), "target_epsilon"),
                 "delta": ((int, float), "delta")},
     "secagg": {"modulus_bits": (int, "modulus_bits"), "max_weight": ((int, float), "max_weight"),
-               "neighbors": (int, "neighbors"), "threshold": (int, "threshold")},
+               "neighbors": (int, "neighbors"), "threshold": (int, "threshold"),
+               "malicious": (bool, "malicious")},
     "timeouts": {"stage": ((int, float), "stage_timeout"),
                  "join": ((int, float), "join_timeout"),
                  "poll_hold": ((int, float), "poll_hold")},
@@ -498,7 +504,7 @@ def parse_job(text: str, *, source: str = "job.toml") -> Job:
                 raise ConfigurationError(f"{source}: {table}.{key}: unknown key; the keys are "
                                          f"{', '.join(_JOB_KEYS[table])}")
             kind, field = _JOB_KEYS[table][key]
-            if isinstance(value, bool) or not isinstance(value, kind):
+            if (kind is bool) != isinstance(value, bool) or not isinstance(value, kind):
                 raise ConfigurationError(f"{source}: {table}.{key}: wrong type "
                                          f"({type(value).__name__})")
             values[field] = value

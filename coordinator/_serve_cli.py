@@ -39,7 +39,9 @@ job.toml (every table optional but [data]):
   [training] epochs = 1  lr = 0.1  batch_size = 32  optimizer = "sgd"  prox_mu = 0.0
   [privacy]  mode = "none" | "distributed" | "central_gaussian"  noise_multiplier  clip_norm
              target_epsilon  delta
-  [secagg]   modulus_bits  max_weight  neighbors  threshold
+  [secagg]   modulus_bits  max_weight  neighbors  threshold  malicious = true (signed keys and
+             the consistency check; false only if the coordinator is trusted to follow the
+             protocol)
   [timeouts] stage = 30  join = 120  poll_hold = 5
 
 {EXIT_CODES_HELP}"""

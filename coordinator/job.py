@@ -190,7 +190,7 @@ class JobRunner:
                                max_weight=1.0 if self.dp else job.max_weight,
                                noise_multiplier=job.noise_multiplier if self.dp else 0.0,
                                modulus_bits=job.modulus_bits, neighbors=job.neighbors,
-                               threshold=job.threshold)
+                               threshold=job.threshold, malicious=job.malicious)
 
     # -- who takes part ------------------------------------------------------------------------
     def _fresh(self, within: float) -> list[int]:

@@ -338,3 +338,33 @@ def test_the_outcome_of_a_round_is_refused_to_a_site_outside_it(pki, tmp_path) -
         assert session.snapshot()["messages"] == 0
     finally:
         running.stop()
+
+
+def test_a_job_is_malicious_server_mode_unless_it_says_otherwise() -> None:
+    assert parse_job('[data]\ndataset = "digits"\n').malicious is True
+    assert parse_job('[data]\ndataset = "digits"\n[secagg]\nmalicious = false\n').malicious \
+        is False
+    with pytest.raises(ConfigurationError, match=r"job.toml: secagg.malicious: wrong type"):
+        parse_job('[data]\ndataset = "digits"\n[secagg]\nmalicious = "yes"\n')
+    with pytest.raises(ConfigurationError, match=r"job.toml: secagg.threshold: wrong type"):
+        parse_job('[data]\ndataset = "digits"\n[secagg]\nthreshold = true\n')
+
+
+@pytest.mark.parametrize("malicious", [True, False])
+def test_a_deployed_round_in_either_server_model_sums_every_site(pki, tmp_path,
+                                                                 malicious) -> None:
+    seen = []
+
+    def spy(begin):
+        def make(round_id, body):
+            seen.append(RoundWork.from_bytes(body).announcement.malicious)
+            return begin(round_id, body)
+        return make
+
+    job = _job(rounds=1, malicious=malicious)
+    result, workers, agents, reports, _ = _run(pki, tmp_path, job, wrap={1: spy})
+    assert seen == [malicious]
+    assert [m.participants for m in result.rounds] == [3]
+    for w in workers.values():
+        [entry] = w.site.ledger.entries()
+        assert entry.status is ReleaseStatus.SETTLED and w.log[0].included is True

@@ -81,6 +81,7 @@ delta = 1e-5
 
 [secagg]
 modulus_bits = 32
+malicious = true  # signed keys and the consistency check: the coordinator is not trusted
 
 [timeouts]
 stage = 30
