@@ -69,9 +69,13 @@ def _kit(kit: Path) -> dict:
               help="The port to listen on (0: any free port).")
 @click.option("--port-file", type=click.Path(path_type=Path), default=None,
               show_default="none", help="Write the port listened on into this file once serving.")
+@click.option("--state", "state_file", type=click.Path(path_type=Path, dir_okay=False),
+              default=None, show_default="OUT/state.sqlite",
+              help="The coordinator's state file (SQLite): every round, accepted message, "
+                   "closed step, release and checkpoint, on disk before it is acknowledged.")
 @click.option("--verbose", is_flag=True, help="Log every request and step.")
 def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
-          port_file: Path | None, verbose: bool) -> int:
+          port_file: Path | None, state_file: Path | None, verbose: bool) -> int:
     """Run the coordinator service over mutual TLS for the job in JOB until it ends."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
@@ -118,6 +122,18 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
             return {"accuracy": float(score), "loss": float(r.loss)}
 
     out.mkdir(parents=True, exist_ok=True)
+    from .service.store import CoordinatorStore, StoreError
+
+    state_path = state_file if state_file is not None else out / "state.sqlite"
+    try:
+        store = CoordinatorStore(state_path)
+        fresh = store.begin_job(job_file.read_text())
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--state'") from None
+    if not fresh and store.rounds():
+        store.close()
+        raise click.BadParameter(f"{state_path} already holds rounds of this job; give a new "
+                                 "state file to run it again", param_hint="'--state'")
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("")
     service = CoordinatorService(roster, poll_hold=job.poll_hold)
@@ -144,13 +160,15 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
 
     runner = JobRunner(job, service, sites={s.client_id: s.site_name for s in active},
                        directory={s.client_id: s.identity_public for s in active},
-                       initial=initial, evaluate=evaluate_fn, on_round=on_round, stop=stop)
+                       initial=initial, evaluate=evaluate_fn, on_round=on_round, stop=stop,
+                       store=store)
     started = time.perf_counter()
     try:
         result = runner.run()
         time.sleep(min(job.poll_hold, 2.0) + 0.5)  # the sites' next poll hears "job_done"
     finally:
         handle.stop()
+        store.close()
         signal.signal(signal.SIGTERM, previous)
     summary = {
         "job": job.name, "rounds_planned": job.rounds, "rounds": len(result.rounds),

@@ -18,6 +18,8 @@ an evaluation callback. It never sees an update: only masked vectors reach the h
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import threading
 import time
@@ -163,8 +165,11 @@ class JobRunner:
                  directory: Mapping[int, Ed25519PublicKey], initial: np.ndarray,
                  evaluate: Callable[[np.ndarray], Mapping[str, float]] | None = None,
                  on_round: Callable[[RoundMetrics], None] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None, store=None) -> None:
         self.job = job
+        # The durable state (coordinator.service.store.CoordinatorStore): every round, message,
+        # closed step, release and checkpoint; None keeps them in memory only.
+        self.store = store
         self.service = service
         self.sites = dict(sites)
         self.directory = dict(directory)
@@ -267,9 +272,11 @@ class JobRunner:
                          training=job.training, job=job.name, rounds=job.rounds,
                          seed=seed).to_bytes()
         host = AggregationHost(agg, names)
+        if self.store is not None:  # on disk before any site hears of the round
+            self.store.open_round(agg.round_id, r, work)
         session = self.service.open_round(agg.round_id, host, cohort=frozenset(cohort),
                                           limits=host.limit, stage_timeout=job.stage_timeout,
-                                          first={c: work for c in cohort})
+                                          first={c: work for c in cohort}, inbox=self.store)
         while session.state is RoundState.OPEN and not self.stop.is_set():
             time.sleep(0.02)
         ended = time.monotonic()
@@ -279,8 +286,13 @@ class JobRunner:
         note = None
         participants = 0
         secure_bytes = None
+        if self.store is not None:
+            self.store.end_round(agg.round_id, session.state.value, host.outcome_bytes)
         if host.result is not None:
             res = host.result
+            if self.store is not None:
+                self.store.release(agg.round_id, np.ascontiguousarray(
+                    res.weighted_sum, dtype="<f8").tobytes())
             self.global_flat = next_global(self.strategy, self.global_flat, res, dp=self.dp)
             self.accountant.record(res.event, round_number=r)
             participants, secure_bytes = len(res.included), res.transcript_bytes
@@ -297,6 +309,9 @@ class JobRunner:
                                epsilon=epsilon, seconds=time.perf_counter() - start,
                                secure_bytes=secure_bytes, dropouts=dropouts,
                                aborted=host.result is None, note=note)
+        if self.store is not None:
+            self.store.checkpoint(r, np.ascontiguousarray(self.global_flat, dtype="<f8")
+                                  .tobytes(), dataclasses.asdict(metrics))
         log.info("round %d: %d of %d summed, accuracy %s, %.2fs", r, participants, len(cohort),
                  metrics.accuracy, metrics.seconds)
         return metrics

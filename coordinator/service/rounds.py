@@ -35,6 +35,10 @@ from secagg.errors import CohortError, ProtocolAbort, StageError
 
 from .errors import NoRound
 
+# Test-only knob (CONVENTIONS 12): True plants a coordinator that does not record a step it
+# closed on its deadline, so a restart reopens that step (tests/test_coordinator_store.py).
+_PLANT_FORGET_DEADLINE_CLOSE = False
+
 __all__ = ["RoundHost", "InboxStore", "MemoryInbox", "RoundState", "RoundSession", "Work",
            "Finished", "Outcome", "StepRecord"]
 
@@ -61,6 +65,31 @@ class InboxStore(Protocol):
 
     def count(self, round_id: bytes) -> int: ...
 
+    def messages(self, round_id: bytes, step: int) -> list: ...
+
+    def close_step(self, round_id: bytes, step: int, stage: str, answered, silent) -> None: ...
+
+    def steps(self, round_id: bytes) -> list: ...
+
+
+@dataclass(frozen=True)
+class _Stored:
+    round_id: bytes
+    step: int
+    site: int
+    stage: str
+    envelope: bytes
+    digest: bytes
+
+
+@dataclass(frozen=True)
+class _Closed:
+    round_id: bytes
+    step: int
+    stage: str
+    answered: frozenset[int]
+    silent: frozenset[int]
+
 
 class MemoryInbox:
     def __init__(self) -> None:
@@ -81,6 +110,18 @@ class MemoryInbox:
         """(step, site, stage, envelope) for a round, in order: the verifiable transcript."""
         return sorted((step, site, stage, env) for (r, step, site), (stage, env, _)
                       in self._messages.items() if r == round_id)
+
+    def messages(self, round_id: bytes, step: int) -> list[_Stored]:
+        return [_Stored(r, st, site, stage, env, d) for (r, st, site), (stage, env, d)
+                in sorted(self._messages.items()) if r == round_id and st == step]
+
+    def close_step(self, round_id: bytes, step: int, stage: str, answered, silent) -> None:
+        self._steps = getattr(self, "_steps", {})
+        self._steps[(round_id, step)] = _Closed(round_id, step, stage, frozenset(answered),
+                                                frozenset(silent))
+
+    def steps(self, round_id: bytes) -> list[_Closed]:
+        return [c for (r, _), c in sorted(getattr(self, "_steps", {}).items()) if r == round_id]
 
 
 class RoundState(enum.Enum):
@@ -203,8 +244,43 @@ class RoundSession:
             if self.state is RoundState.OPEN and self.clock() >= self.deadline:
                 self._close()
 
-    def _close(self) -> None:
+    # -- a restart --------------------------------------------------------------------------
+    def replay(self, body_of: Callable[[bytes], bytes]) -> int:
+        """Bring a fresh session (and its fresh host) to where the stored inbox says the round
+        was: every closed step's messages are handed to the host again and the step closed as it
+        was (the same silent sites become dropouts), then the open step's messages. Nothing is
+        written. ``body_of`` takes a stored envelope to the protocol message it carries. Returns
+        the number of messages replayed; ``StageError`` if the host does not reproduce a stored
+        step (the state file and the code disagree: nothing is guessed)."""
+        replayed = 0
+        with self._lock:
+            closed = {c.step: c for c in self.inbox.steps(self.round_id)}
+            while True:
+                for m in self.inbox.messages(self.round_id, self.step):
+                    if m.stage != self.stage or m.site not in self.host.pending():
+                        raise StageError("the stored inbox does not fit the round's replay")
+                    self.host.receive(m.site, body_of(m.envelope))
+                    self._answered.add(m.site)
+                    replayed += 1
+                record = closed.get(self.step)
+                if record is None:
+                    break
+                if frozenset(self.host.pending()) != record.silent or \
+                        frozenset(self._answered) != record.answered:
+                    raise StageError("the replay does not reproduce a stored step")
+                self._close(record_step=False)
+                if self.state is not RoundState.OPEN:
+                    break
+            if self.state is RoundState.OPEN and not self.host.pending():
+                self._close()
+        return replayed
+
+    def _close(self, *, record_step: bool = True) -> None:
         silent = frozenset(self.host.pending())
+        if record_step and not (_PLANT_FORGET_DEADLINE_CLOSE and silent):
+            # Durable before the next step's messages exist: a restart must close this step the
+            # same way, or two different survivor lists could leave an honest coordinator.
+            self.inbox.close_step(self.round_id, self.step, self.stage, self._answered, silent)
         self.history.append(StepRecord(self.step, self.stage, frozenset(self._answered), silent))
         self.dropouts |= silent
         try:
