@@ -111,6 +111,7 @@ class SiteAgent:
                  rounds: Callable[[bytes, bytes], RoundParticipant] | None = None,
                  poll_wait: float = 10.0,
                  max_polls: int = 1000, run_seconds: float = 600.0, max_attempts: int = 6,
+                 max_outage: float = 300.0,
                  backoff_base: float = 0.1, backoff_cap: float = 5.0, start_after: int = 0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url
@@ -125,6 +126,7 @@ class SiteAgent:
         self.max_polls = max_polls
         self.run_seconds = run_seconds
         self.max_attempts = max_attempts
+        self.max_outage = max_outage
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.start_after = start_after  # first step to ask for (a participant already under way)
@@ -144,24 +146,36 @@ class SiteAgent:
 
     # -- one request, retried -------------------------------------------------------------------
     def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> httpx.Response:
-        for attempt in range(self.max_attempts):
+        """One request, retried with back-off. A coordinator that answers with a retryable
+        status gets ``max_attempts``; one that cannot be reached at all (down, restarting) is
+        retried for up to ``max_outage`` seconds of back-off (within the run time), so a site
+        rides out a coordinator restart and resumes where the coordinator's state says the
+        round is."""
+        attempt = answered = 0
+        outage = 0.0  # seconds slept waiting for a coordinator that could not be reached
+        while True:
             try:
                 response = self._http.request(method, url, **kwargs)
                 if response.status_code not in _RETRY_STATUS:
                     return response
                 why = f"HTTP {response.status_code}"
+                answered += 1
             except httpx.TransportError as exc:
                 why = type(exc).__name__
-            if attempt + 1 == self.max_attempts:
+            attempt += 1
+            if answered >= self.max_attempts:
                 break
-            delay = backoff_delay(attempt, base=self.backoff_base, cap=self.backoff_cap)
-            if time.monotonic() + delay > deadline:
+            delay = backoff_delay(min(attempt - 1, 30), base=self.backoff_base,
+                                  cap=self.backoff_cap)
+            if time.monotonic() + delay > deadline or (
+                    answered == 0 and outage + delay > self.max_outage):
                 break
+            outage += delay if answered == 0 else 0.0
             self.report.retries += 1
             log.info("site %d: %s %s failed (%s); retrying in %.2fs", self.client_id, method,
                      url.split("?")[0], why, delay)
             self._sleep(delay)
-        raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt + 1} attempts")
+        raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt} attempts")
 
     def _fetch_outcome(self, round_hex: str, deadline: float) -> bytes | None:
         """A round's outcome for a site that was not told it (it dropped out after its masked

@@ -407,11 +407,48 @@ def test_the_agent_gives_up_by_itself_when_nobody_answers(pki) -> None:
                       tls=site_tls_context(certfile=kit.tls.cert, keyfile=kit.tls.key,
                                            cafile=pki.ca),
                       identity=kit.identity, client_id=1, participant=None, max_attempts=4,
-                      backoff_base=0.01, sleep=slept.append)
+                      backoff_base=0.01, max_outage=0.1, sleep=slept.append)
     report = agent.run()
     agent.close()
-    assert report.outcome == "gave_up" and report.retries == 3 and len(slept) == 3
-    assert slept == sorted(slept) and 0.005 <= slept[0] and slept[-1] <= 0.04
+    # unreachable: it backs off (doubling, jittered) until its outage budget is spent, then stops
+    assert report.outcome == "gave_up" and report.retries == len(slept) >= 3
+    assert sum(slept) <= 0.1 and 0.005 <= slept[0] <= 0.01
+    assert slept == sorted(slept)  # uniform in [d/2, d] with d doubling: never shorter
+
+
+def test_the_agent_rides_out_a_coordinator_that_is_down_and_comes_back(pki) -> None:
+    """Nothing listens on the coordinator's address for a while (a restart); the agent keeps
+    backing off and finishes its round once the service is there again."""
+    import socket
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    config = round_config(3, 8)
+    agents = {c: make_agent(pki, f"https://127.0.0.1:{port}", c,
+                            SecAggParticipant(SecAggClient(c, config), inputs_for(config)[c]),
+                            backoff_base=0.05, backoff_cap=0.5, max_outage=30.0)
+              for c in config.clients}
+    done = {}
+    threads = [threading.Thread(target=lambda c=c: done.__setitem__(c, agents[c].run()),
+                                daemon=True) for c in agents]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)  # the agents find nobody, and back off
+    from coordinator.service import bind_socket
+    running = start_service(pki, sock=bind_socket("127.0.0.1", port), poll_hold=1.0)
+    try:
+        server, _ = open_secagg_round(running, config)
+        for t in threads:
+            t.join(30)
+        assert {c: r.outcome for c, r in done.items()} == {c: "done" for c in config.clients}
+        assert all(r.retries > 0 for r in done.values())
+        expected = sum(v.astype(np.uint64) for v in inputs_for(config).values())
+        assert np.array_equal(server.result.aggregate, expected.astype(np.uint32))
+    finally:
+        running.stop()
+        for a in agents.values():
+            a.close()
 
 
 def test_memory_inbox_is_keyed_by_round_step_and_site() -> None:
