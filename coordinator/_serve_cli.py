@@ -72,7 +72,9 @@ def _kit(kit: Path) -> dict:
 @click.option("--state", "state_file", type=click.Path(path_type=Path, dir_okay=False),
               default=None, show_default="OUT/state.sqlite",
               help="The coordinator's state file (SQLite): every round, accepted message, "
-                   "closed step, release and checkpoint, on disk before it is acknowledged.")
+                   "closed step, release and checkpoint, on disk before it is acknowledged. "
+                   "Serving the same job.toml with an existing state file resumes the job "
+                   "where it stopped (after a crash or kill -9).")
 @click.option("--verbose", is_flag=True, help="Log every request and step.")
 def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
           port_file: Path | None, state_file: Path | None, verbose: bool) -> int:
@@ -130,13 +132,14 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
         fresh = store.begin_job(job_file.read_text())
     except StoreError as exc:
         raise click.BadParameter(str(exc), param_hint="'--state'") from None
-    if not fresh and store.rounds():
-        store.close()
-        raise click.BadParameter(f"{state_path} already holds rounds of this job; give a new "
-                                 "state file to run it again", param_hint="'--state'")
+    if not fresh:
+        click.echo(f"resuming job {job.name!r} from {state_path} "
+                   f"({len(store.rounds())} round(s) recorded)", err=True)
     metrics_path = out / "metrics.jsonl"
     metrics_path.write_text("")
-    service = CoordinatorService(roster, poll_hold=job.poll_hold)
+    # Not ready until the job runner has rebuilt any round from the state file: the sites'
+    # requests meanwhile get 503 and are retried.
+    service = CoordinatorService(roster, poll_hold=job.poll_hold, ready=False)
     context = server_context(certfile=kit / files.get("certificate", "server.pem"),
                              keyfile=kit / files.get("key", "server.key"),
                              cafile=kit / files.get("ca", "ca.pem"))

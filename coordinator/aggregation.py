@@ -71,6 +71,37 @@ class AggregationRound:
             rotation_seed=randomness.rotation_seed(), max_weight=config.max_weight,
             integer_weights=config.integer_weights, neighbors=params.neighbors,
             threshold=params.threshold, malicious=config.malicious)
+        self._setup(config, announcement, randomness, directory)
+
+    @classmethod
+    def resume(cls, config: SecureSumConfig, announcement: RoundAnnouncement, *,
+               directory: Mapping[SiteId, Ed25519PublicKey] | None = None,
+               seed: int | None = None) -> "AggregationRound":
+        """The same round again after a restart, from the announcement every site already
+        has (its rotation seed and release id were drawn once and must not be drawn again).
+        ``ConfigurationError`` if the announcement is not what ``config`` plans for its cohort:
+        a state file and a job that disagree are never reconciled by guessing."""
+        if not isinstance(config, SecureSumConfig) or not config.secure:
+            raise ConfigurationError("an aggregation round needs a SecureSumConfig with "
+                                     "secure=True")
+        rp = config.round_privacy()
+        cohort = announcement.cohort
+        plan = rp.plan(dim=announcement.encoding.dim, expected_clients=len(cohort))
+        params = choose_parameters(len(cohort), neighbors=config.neighbors,
+                                   threshold=config.threshold, malicious=config.malicious)
+        if (plan, rp, params.neighbors, params.threshold, config.malicious,
+                config.max_weight) != (announcement.encoding, announcement.privacy,
+                                       announcement.neighbors, announcement.threshold,
+                                       announcement.malicious, announcement.max_weight):
+            raise ConfigurationError("the stored announcement is not what this job plans")
+        self = cls.__new__(cls)
+        self._setup(config, announcement, RoundRandomness(seed), directory)
+        return self
+
+    def _setup(self, config: SecureSumConfig, announcement: RoundAnnouncement,
+               randomness: RoundRandomness,
+               directory: Mapping[SiteId, Ed25519PublicKey] | None) -> None:
+        cohort = announcement.cohort
         keys = None
         if config.malicious:
             if directory is None or set(directory) != set(cohort):
@@ -79,7 +110,8 @@ class AggregationRound:
         self._config = config
         self._randomness = randomness
         self._announcement = announcement
-        self._codec = WeightedSumCodec(plan, rotation_seed=announcement.rotation_seed,
+        self._codec = WeightedSumCodec(announcement.encoding,
+                                       rotation_seed=announcement.rotation_seed,
                                        max_weight=config.max_weight,
                                        simulation=randomness.simulation)
         self._server = SecAggServer(announcement.round_config(), directory=keys)

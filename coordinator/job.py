@@ -31,7 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cohort.contract import OUTCOME_ACK, Job, RoundRequest, RoundTask, RoundWork
-from privacy import Mechanism
+from privacy import Mechanism, event_from_json, event_to_json
 from secagg.errors import InvalidMessage, ProtocolAbort, StageError
 
 from ._randomness import release_id
@@ -156,6 +156,21 @@ class JobResult:
     sites: list[str] = field(default_factory=list)
 
 
+def _release_record(res: SecureSumResult) -> tuple[bytes, dict]:
+    """A release as the store keeps it: the weighted sum's bytes and what goes with it."""
+    return (np.ascontiguousarray(res.weighted_sum, dtype="<f8").tobytes(),
+            {"total_weight": float(res.total_weight), "included": sorted(res.included),
+             "planned": int(res.planned),
+             "event": None if res.event is None else event_to_json(res.event),
+             "transcript_bytes": res.transcript_bytes})
+
+
+def _envelope_body(sealed: bytes) -> bytes:
+    from secagg import envelope
+
+    return bytes(envelope.parse(sealed).body)
+
+
 class JobRunner:
     """Runs ``job`` on ``service``. ``sites`` maps the roster's active client ids to site names,
     ``directory`` their identity keys (client id -> key); ``initial`` is the global model's flat
@@ -170,6 +185,7 @@ class JobRunner:
         # The durable state (coordinator.service.store.CoordinatorStore): every round, message,
         # closed step, release and checkpoint; None keeps them in memory only.
         self.store = store
+        self._resumed = None  # a round rebuilt from the store, open before the sites came back
         self.service = service
         self.sites = dict(sites)
         self.directory = dict(directory)
@@ -197,6 +213,61 @@ class JobRunner:
                                modulus_bits=job.modulus_bits, neighbors=job.neighbors,
                                threshold=job.threshold, malicious=job.malicious)
 
+    # -- a restart ------------------------------------------------------------------------------
+    def _apply_release(self, r: int, aggregate: bytes, meta: dict) -> SecureSumResult:
+        """The strategy's step and the accountant's charge for round ``r``'s release, from its
+        stored form: the same code whether the release was just made or read back."""
+        res = SecureSumResult(
+            weighted_sum=np.frombuffer(aggregate, dtype="<f8"),
+            total_weight=float(meta["total_weight"]), included=frozenset(meta["included"]),
+            planned=int(meta["planned"]),
+            event=None if meta["event"] is None else event_from_json(meta["event"]),
+            wrap_rate=None, transcript_bytes=meta["transcript_bytes"], encoding=None,
+            secure=True)
+        self.global_flat = next_global(self.strategy, self.global_flat, res, dp=self.dp)
+        self.accountant.record(res.event, round_number=r)
+        return res
+
+    def _restore(self, result: "JobResult") -> bytes | None:
+        """Bring the runner to where the store says the job is: every ended round's release
+        applied again (so the model, the server optimiser's state and the accountant are what
+        they were), its metrics from its checkpoint. Returns the id of a round that was still
+        open (to be resumed from its inbox), or None. ``StoreError`` if the model rebuilt does
+        not match a stored checkpoint (fail closed)."""
+        from .service.store import StoreError
+
+        for round_id, number, state, _ in self.store.rounds():
+            if state == "open":
+                return round_id
+            released = self.store.released(round_id)
+            if released is not None:
+                self._apply_release(number, *released)
+            point = self.store.checkpoint_at(number)
+            flat = np.ascontiguousarray(self.global_flat, dtype="<f8").tobytes()
+            if point is None:  # ended, but the checkpoint did not make it to disk
+                metrics = self._metrics_after(number, 0.0, released is not None)
+                self.store.checkpoint(number, flat, dataclasses.asdict(metrics))
+            elif point.params != flat:
+                raise StoreError(f"round {number}: the model rebuilt from the stored releases "
+                                 "is not the stored checkpoint")
+            else:
+                metrics = RoundMetrics(**point.metrics)
+            result.rounds.append(metrics)
+            if self.on_round is not None:
+                self.on_round(metrics)
+            log.info("round %d restored from the state file", number)
+        return None
+
+    def _metrics_after(self, r: int, seconds: float, summed: bool) -> "RoundMetrics":
+        score: Mapping[str, Any] = {} if self.evaluate is None else self.evaluate(
+            self.global_flat)
+        epsilon = (float(self.accountant.epsilon(delta=self.job.delta))
+                   if self.dp and self.accountant.rounds else None)
+        return RoundMetrics(round=r, participants=0, planned=0, accuracy=score.get("accuracy"),
+                            loss=score.get("loss"), epsilon=epsilon, seconds=seconds,
+                            secure_bytes=None, dropouts=[], aborted=not summed,
+                            note="restored: ended before its checkpoint was written")
+
     # -- who takes part ------------------------------------------------------------------------
     def _fresh(self, within: float) -> list[int]:
         """The sites seen within ``within`` seconds, less those that dropped out of a round
@@ -222,6 +293,12 @@ class JobRunner:
         job = self.job
         result = JobResult(job=job)
         try:
+            resume = None
+            if self.store is not None:
+                resume = self._restore(result)
+            if resume is not None:  # reopened before any site may ask (the service says 503)
+                self._resumed = self._open(len(result.rounds) + 1, [], None, resume=resume)
+            self.service.ready = True
             present = self.wait_for_sites()
             result.sites = [self.sites[c] for c in present]
             if len(present) < 2:
@@ -229,10 +306,16 @@ class JobRunner:
                                   f"{job.join_timeout:g}s; a secure round needs at least 2")
                 return result
             stale = 2 * job.poll_hold + 5.0
-            for r in range(1, job.rounds + 1):
+            for r in range(len(result.rounds) + 1, job.rounds + 1):
                 if self.stop.is_set():
                     result.stopped = f"interrupted at round {r - 1}"
                     break
+                if resume is not None:
+                    metrics, resume = self.round(r, [], None, resume=resume), None
+                    result.rounds.append(metrics)
+                    if self.on_round is not None:
+                        self.on_round(metrics)
+                    continue
                 cohort = self._fresh(stale)
                 if len(cohort) < 2:
                     result.stopped = f"stopped before round {r}: fewer than 2 sites connected"
@@ -255,30 +338,61 @@ class JobRunner:
                           if self.dp and self.accountant.rounds else None)
         return result
 
-    def round(self, r: int, cohort: list[int], charge) -> RoundMetrics:
+    def round(self, r: int, cohort: list[int], charge, *,
+              resume: bytes | None = None) -> RoundMetrics:
+        """Round ``r`` over ``cohort``; with ``resume`` (a round id in the store), that round
+        again from its stored work and inbox, after a restart."""
         job = self.job
         start = time.perf_counter()
-        names = {c: self.sites[c] for c in cohort}
-        request = RoundRequest(round_number=r, strategy=job.strategy, n_participants=len(cohort),
-                               secure_aggregation=True, task=RoundTask.FIT,
-                               privacy_charge=charge, release_id=release_id(job.seed, r))
+        opened, self._resumed = self._resumed, None
+        if opened is None or resume is None:
+            opened = self._open(r, cohort, charge, resume=resume)
+        agg, host, session, names = opened
+        while session.state is RoundState.OPEN and not self.stop.is_set():
+            time.sleep(0.02)
+        return self._finish(r, start, agg, host, session, names)
+
+    def _open(self, r: int, cohort: list[int], charge, *, resume: bytes | None = None):
+        """Announce round ``r`` (or rebuild a stored one) and open its session."""
+        job = self.job
         seed = None if job.seed is None else job.seed * 1_000 + r
         config = self.sum_config()
-        agg = AggregationRound(config, request=request, cohort=[names[c] for c in cohort],
-                               dim=self.global_flat.size, seed=seed,
-                               directory=({names[c]: self.directory[c] for c in cohort}
-                                          if config.malicious else None))
-        work = RoundWork(announcement=agg.announcement, params=self.global_flat,
-                         training=job.training, job=job.name, rounds=job.rounds,
-                         seed=seed).to_bytes()
+        replay = None
+        if resume is None:
+            names = {c: self.sites[c] for c in cohort}
+            request = RoundRequest(round_number=r, strategy=job.strategy,
+                                   n_participants=len(cohort), secure_aggregation=True,
+                                   task=RoundTask.FIT, privacy_charge=charge,
+                                   release_id=release_id(job.seed, r))
+            agg = AggregationRound(config, request=request, cohort=[names[c] for c in cohort],
+                                   dim=self.global_flat.size, seed=seed,
+                                   directory=({names[c]: self.directory[c] for c in cohort}
+                                              if config.malicious else None))
+            work = RoundWork(announcement=agg.announcement, params=self.global_flat,
+                             training=job.training, job=job.name, rounds=job.rounds,
+                             seed=seed).to_bytes()
+        else:
+            work = self.store.round_work(resume)
+            announcement = RoundWork.from_bytes(work).announcement
+            ids = {name: c for c, name in self.sites.items()}
+            cohort = [ids[name] for name in announcement.cohort]
+            names = {c: self.sites[c] for c in cohort}
+            agg = AggregationRound.resume(config, announcement, seed=seed,
+                                          directory=({names[c]: self.directory[c]
+                                                      for c in cohort}
+                                                     if config.malicious else None))
+            replay = _envelope_body
         host = AggregationHost(agg, names)
         if self.store is not None:  # on disk before any site hears of the round
             self.store.open_round(agg.round_id, r, work)
         session = self.service.open_round(agg.round_id, host, cohort=frozenset(cohort),
                                           limits=host.limit, stage_timeout=job.stage_timeout,
-                                          first={c: work for c in cohort}, inbox=self.store)
-        while session.state is RoundState.OPEN and not self.stop.is_set():
-            time.sleep(0.02)
+                                          first={c: work for c in cohort}, inbox=self.store,
+                                          replay=replay)
+        return agg, host, session, names
+
+    def _finish(self, r: int, start: float, agg, host, session, names) -> RoundMetrics:
+        job = self.job
         ended = time.monotonic()
         for c in session.dropouts:
             self._gone[c] = ended
@@ -286,17 +400,16 @@ class JobRunner:
         note = None
         participants = 0
         secure_bytes = None
-        if self.store is not None:
-            self.store.end_round(agg.round_id, session.state.value, host.outcome_bytes)
         if host.result is not None:
             res = host.result
-            if self.store is not None:
-                self.store.release(agg.round_id, np.ascontiguousarray(
-                    res.weighted_sum, dtype="<f8").tobytes())
-            self.global_flat = next_global(self.strategy, self.global_flat, res, dp=self.dp)
-            self.accountant.record(res.event, round_number=r)
+            aggregate, meta = _release_record(res)
+            if self.store is not None:  # the first release of this round is the only one
+                aggregate, meta = self.store.release(agg.round_id, aggregate, meta)
+            res = self._apply_release(r, aggregate, meta)
             participants, secure_bytes = len(res.included), res.transcript_bytes
-        else:
+        if self.store is not None:  # after the release: an ended round's release is on disk
+            self.store.end_round(agg.round_id, session.state.value, host.outcome_bytes)
+        if host.result is None:
             note = (f"secure sum aborted ({host.abort_reason or session.abort_reason}); "
                     "nothing was revealed")
         score: Mapping[str, Any] = {}
@@ -304,7 +417,7 @@ class JobRunner:
             score = self.evaluate(self.global_flat)
         epsilon = (float(self.accountant.epsilon(delta=job.delta))
                    if self.dp and self.accountant.rounds else None)
-        metrics = RoundMetrics(round=r, participants=participants, planned=len(cohort),
+        metrics = RoundMetrics(round=r, participants=participants, planned=len(names),
                                accuracy=score.get("accuracy"), loss=score.get("loss"),
                                epsilon=epsilon, seconds=time.perf_counter() - start,
                                secure_bytes=secure_bytes, dropouts=dropouts,
@@ -312,6 +425,6 @@ class JobRunner:
         if self.store is not None:
             self.store.checkpoint(r, np.ascontiguousarray(self.global_flat, dtype="<f8")
                                   .tobytes(), dataclasses.asdict(metrics))
-        log.info("round %d: %d of %d summed, accuracy %s, %.2fs", r, participants, len(cohort),
+        log.info("round %d: %d of %d summed, accuracy %s, %.2fs", r, participants, len(names),
                  metrics.accuracy, metrics.seconds)
         return metrics

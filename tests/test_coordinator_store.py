@@ -161,8 +161,9 @@ def test_the_store_keeps_what_it_acknowledged_and_refuses_what_it_cannot_read(tm
         store.put(b"r" * 16, 0, "advertise_keys", 3, b"env", b"d" * 32)
         with pytest.raises(sqlite3.IntegrityError):  # one message per (round, step, site)
             store.put(b"r" * 16, 0, "advertise_keys", 3, b"other", b"e" * 32)
-        assert store.release(b"r" * 16, b"sum-1") == b"sum-1"
-        assert store.release(b"r" * 16, b"sum-2") == b"sum-1"  # never released twice
+        assert store.release(b"r" * 16, b"sum-1", {"n": 1}) == (b"sum-1", {"n": 1})
+        # never released twice
+        assert store.release(b"r" * 16, b"sum-2", {"n": 2}) == (b"sum-1", {"n": 1})
         store.checkpoint(1, b"params-1", {"accuracy": 0.5})
         store.checkpoint(2, b"params-2", {"accuracy": 0.6})
     with CoordinatorStore(path) as store:
@@ -170,7 +171,7 @@ def test_the_store_keeps_what_it_acknowledged_and_refuses_what_it_cannot_read(tm
         with pytest.raises(StoreError, match="another job"):
             store.begin_job("[job]\nname = 'b'\n")
         assert store.digest(b"r" * 16, 0, 3) == b"d" * 32
-        assert store.released(b"r" * 16) == b"sum-1"
+        assert store.released(b"r" * 16) == (b"sum-1", {"n": 1})
         assert store.last_checkpoint().number == 2
         store._conn.execute("UPDATE checkpoints SET params = ? WHERE number = 2", (b"torn",))
         assert store.last_checkpoint().number == 1  # a corrupt checkpoint is passed over

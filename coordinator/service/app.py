@@ -42,7 +42,8 @@ from secagg import envelope
 from cohort.contract import NotEnrolled
 from secagg.errors import CohortError, InvalidMessage
 
-from .errors import BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, WrongSender, status_for
+from .errors import (BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, NotReady,
+                     WrongSender, status_for)
 from .rounds import (Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, RoundState,
                      Work)
 from .roster import SiteIdentity, SiteRoster, fingerprint
@@ -59,8 +60,11 @@ class CoordinatorService:
     """The service's state: the roster it consults and the round it runs (one at a time)."""
 
     def __init__(self, roster: SiteRoster, *, poll_hold: float = 10.0,
-                 body_timeout: float = 30.0, tick: float = 0.05) -> None:
+                 body_timeout: float = 30.0, tick: float = 0.05, ready: bool = True) -> None:
         self.roster = roster
+        # False while a restarted coordinator rebuilds its rounds from its state file: every
+        # request gets 503 (retried by the sites), never an answer from half-restored state.
+        self.ready = ready
         self.poll_hold = poll_hold
         self.body_timeout = body_timeout
         self.tick_seconds = tick
@@ -76,11 +80,18 @@ class CoordinatorService:
     def open_round(self, round_id: bytes, host: RoundHost, *, cohort: frozenset[int],
                    limits: Callable[[object], int], stage_timeout: float,
                    inbox: InboxStore | None = None,
-                   first: dict[int, bytes] | None = None) -> RoundSession:
-        """Open a round; ``first`` is each site's step-0 body (a job's round work)."""
+                   first: dict[int, bytes] | None = None,
+                   replay: Callable[[bytes], bytes] | None = None) -> RoundSession:
+        """Open a round; ``first`` is each site's step-0 body (a job's round work). With
+        ``replay`` (stored envelope -> protocol message), the round is rebuilt from the
+        inbox's stored messages before any site can see it (a restart)."""
         session = RoundSession(round_id, host, frozenset(cohort), limits, stage_timeout,
                                inbox=inbox if inbox is not None else MemoryInbox(),
                                on_change=self._notify, first=first)
+        if replay is not None:
+            replayed = session.replay(replay)
+            log.info("round %s rebuilt from %d stored messages at step %d", round_id.hex()[:16],
+                     replayed, session.step)
         with self._lock:
             if self.session is not None:  # kept for its outcome, for sites that dropped out
                 self._past[self.session.round_id] = self.session
@@ -134,6 +145,8 @@ class CoordinatorService:
     # -- identity --------------------------------------------------------------------------------
     def identify(self, request: Request) -> SiteIdentity:
         self.requests += 1
+        if not self.ready:
+            raise NotReady("the coordinator is restoring its state; retry shortly")
         der = peer_certificate(request.scope)
         if der is None:
             raise NotEnrolled("no verified client certificate on this connection")

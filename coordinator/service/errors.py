@@ -12,7 +12,8 @@ from secagg.envelope import InvalidSignature, MalformedEnvelope
 from cohort.contract import NotEnrolled
 from secagg.errors import CohortError, InvalidMessage, ProtocolAbort, StageError
 
-__all__ = ["InvalidRequest", "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound", "status_for"]
+__all__ = ["InvalidRequest", "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound",
+           "NotReady", "status_for"]
 
 
 class InvalidRequest(CohortError):
@@ -35,8 +36,13 @@ class NoRound(StageError):
     """A request for a round that is not the open one."""
 
 
+class NotReady(CohortError):
+    """The coordinator is still rebuilding its state after a start (retry shortly)."""
+
+
 # Ordered: the first class an error is an instance of decides its status.
 _STATUS: tuple[tuple[type[CohortError], int], ...] = (
+    (NotReady, 503),
     (NotEnrolled, 403),
     (WrongSender, 403),
     (InvalidSignature, 401),

@@ -57,7 +57,7 @@ _SCHEMA_V1 = (
     "step INTEGER NOT NULL, stage TEXT NOT NULL, answered TEXT NOT NULL, silent TEXT NOT NULL, "
     "closed REAL NOT NULL, PRIMARY KEY (round_id, step))",
     "CREATE TABLE releases (round_id BLOB PRIMARY KEY REFERENCES rounds(round_id), "
-    "aggregate BLOB NOT NULL, sha256 BLOB NOT NULL, released REAL NOT NULL)",
+    "aggregate BLOB NOT NULL, meta TEXT NOT NULL, sha256 BLOB NOT NULL, released REAL NOT NULL)",
     "CREATE TABLE checkpoints (number INTEGER PRIMARY KEY, params BLOB NOT NULL, "
     "sha256 BLOB NOT NULL, metrics TEXT NOT NULL, written REAL NOT NULL)",
 )
@@ -254,28 +254,31 @@ class CoordinatorStore:
                     "ORDER BY step", (round_id,))]
 
     # -- releases and checkpoints ---------------------------------------------------------------
-    def release(self, round_id: bytes, aggregate: bytes) -> bytes:
-        """Record a round's released aggregate once; a second call returns the first one (a
-        replay never releases twice)."""
+    def release(self, round_id: bytes, aggregate: bytes, meta: dict) -> tuple[bytes, dict]:
+        """Record a round's released aggregate (and what goes with it: the total weight, who is
+        in it, its privacy event) once; a second call returns the first (a replay never
+        releases twice, and never draws new noise)."""
+        text = json.dumps(meta, sort_keys=True)
         with self._write() as conn:
-            row = conn.execute("SELECT aggregate FROM releases WHERE round_id = ?",
+            row = conn.execute("SELECT aggregate, meta FROM releases WHERE round_id = ?",
                                (round_id,)).fetchone()
             if row is not None:
-                return bytes(row[0])
-            conn.execute("INSERT INTO releases (round_id, aggregate, sha256, released) "
-                         "VALUES (?, ?, ?, ?)", (round_id, aggregate,
-                                                 hashlib.sha256(aggregate).digest(), time.time()))
-        return aggregate
+                return bytes(row[0]), json.loads(row[1])
+            conn.execute("INSERT INTO releases (round_id, aggregate, meta, sha256, released) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (round_id, aggregate, text,
+                          hashlib.sha256(aggregate + text.encode()).digest(), time.time()))
+        return aggregate, json.loads(text)
 
-    def released(self, round_id: bytes) -> bytes | None:
-        rows = self._read("SELECT aggregate, sha256 FROM releases WHERE round_id = ?",
+    def released(self, round_id: bytes) -> tuple[bytes, dict] | None:
+        rows = self._read("SELECT aggregate, meta, sha256 FROM releases WHERE round_id = ?",
                           (round_id,))
         if not rows:
             return None
-        aggregate, digest = bytes(rows[0][0]), bytes(rows[0][1])
-        if hashlib.sha256(aggregate).digest() != digest:
+        aggregate, text, digest = bytes(rows[0][0]), rows[0][1], bytes(rows[0][2])
+        if hashlib.sha256(aggregate + text.encode()).digest() != digest:
             raise StoreError("a stored release does not match its digest")
-        return aggregate
+        return aggregate, json.loads(text)
 
     def checkpoint(self, number: int, params: bytes, metrics: dict) -> None:
         with self._write() as conn:
@@ -283,6 +286,14 @@ class CoordinatorStore:
                          "written) VALUES (?, ?, ?, ?, ?)",
                          (number, params, hashlib.sha256(params).digest(),
                           json.dumps(metrics, sort_keys=True), time.time()))
+
+    def checkpoint_at(self, number: int) -> Checkpoint | None:
+        """Round ``number``'s checkpoint, or None if it is missing or corrupt."""
+        rows = self._read("SELECT params, sha256, metrics FROM checkpoints WHERE number = ?",
+                          (number,))
+        if not rows or hashlib.sha256(bytes(rows[0][0])).digest() != bytes(rows[0][1]):
+            return None
+        return Checkpoint(number, bytes(rows[0][0]), json.loads(rows[0][2]))
 
     def last_checkpoint(self) -> Checkpoint | None:
         """The newest checkpoint whose parameters match their digest (a corrupt one is passed
