@@ -104,8 +104,10 @@ def _score(result) -> float:
 class Simulation:
     """One simulated consortium run, round by round."""
 
-    def __init__(self, config: SimulationConfig, *, work_dir: Path | None = None) -> None:
+    def __init__(self, config: SimulationConfig, *, work_dir: Path | None = None,
+                 recorder: Callable[[object], None] | None = None) -> None:
         self.config = config
+        self._recorder = recorder  # sees each secure round's transport when it ends (audit)
         self.consortium: Consortium = build_consortium(config, work_dir=work_dir)
         splits = self.consortium.splits
         self.metric = "accuracy" if splits.task.value == "classification" else "r2"
@@ -204,7 +206,8 @@ class Simulation:
         for site_round in rounds.values():
             site_round.train()
         self._reserve_all(rounds.values())
-        result = run_secure_round(aggregation, rounds, dropouts=self._dropouts(sites))
+        result = run_secure_round(aggregation, rounds, dropouts=self._dropouts(sites),
+                                  on_finish=self._recorder)
         if result.event is not None:
             self.accountant.record(result.event, round_number=request.round_number)
         return result
