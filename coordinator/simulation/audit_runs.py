@@ -151,6 +151,8 @@ def client_canaries(config: SimulationConfig, *, inserted: int = 20, unobserved:
     directions = _unit_rows(rng, inserted, dim)
     fresh = _unit_rows(rng, unobserved, dim)
     run_config = replace(config, baselines=False)
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
     with single_threaded_torch():
         sim = _CanarySimulation(run_config, directions, work_dir=work_dir)
         start = get_flat_params(sim.consortium.global_model).copy()
@@ -205,6 +207,8 @@ def membership_inference(config: SimulationConfig, *, shadows: int = 4, bootstra
     """Train the run, then attack its final global model (see the module docstring)."""
     if config.distillation or config.personal_mode is not None:
         raise ValueError("the membership audit attacks a shared global model (FedAvg family)")
+    if work_dir is not None:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
     with single_threaded_torch():
         sim = Simulation(replace(config, baselines=False), work_dir=work_dir)
         if sim.consortium.splits.task.value != "classification":

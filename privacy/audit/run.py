@@ -41,7 +41,7 @@ from scipy import stats
 
 from secagg import Stage
 from secagg.hazmat.packing import unpack
-from secagg.messages import Kind, ShareKind, decode, peek
+from secagg.messages import Kind, decode, peek
 from secagg.transcript import Direction, Transcript, exposed_clients
 
 from .recompute import independent_epsilon, route_for
@@ -87,6 +87,43 @@ class _Epsilons:
         return self._cache[key]
 
 
+_SHARE_RECORD = 4 + 1  # about (u32), kind (u8), then the share itself
+
+
+def _received_shares(transcript: Transcript) -> list[tuple[int, list[tuple[int, int]]]]:
+    """(sender, [(about, share kind)]) of every unmask reply the server received, read
+    leniently: a reply the server's strict decoder refuses still handed it its bytes. Only
+    the header must name this round and the sender; a body that cannot be read at all is an
+    error (fails closed)."""
+    from secagg.hazmat.shamir import SHARE_BYTES
+    from secagg.messages import HEADER_BYTES
+
+    config = transcript.config
+    out = []
+    size = _SHARE_RECORD + SHARE_BYTES
+    for e in transcript.entries(Stage.UNMASK, Direction.TO_SERVER):
+        kind, sender = peek(e.data, config)
+        if kind is not Kind.UNMASK_SHARES:
+            continue
+        if sender != e.party:
+            raise ValueError(f"an unmask reply from client {e.party} claims sender {sender}")
+        body = e.data[HEADER_BYTES:]
+        if len(body) < 4:
+            raise ValueError(f"the unmask reply of client {e.party} is truncated")
+        count = int.from_bytes(body[:4], "big")
+        if len(body) != 4 + count * size:
+            raise ValueError(f"the unmask reply of client {e.party} has a malformed body")
+        records = []
+        for i in range(count):
+            rec = body[4 + i * size: 4 + (i + 1) * size]
+            about, which = int.from_bytes(rec[:4], "big"), rec[4]
+            if which > 1:
+                raise ValueError(f"the unmask reply of client {e.party} has share kind {which}")
+            records.append((about, int(which)))
+        out.append((e.party, records))
+    return out
+
+
 def _decoded(transcript: Transcript, stage: Stage, direction: Direction, kind: Kind):
     """(party, message) for each entry of ``kind``; errors name the entry."""
     config = transcript.config
@@ -119,7 +156,7 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
                                    Kind.CONSISTENCY_REQUEST)
             signatures = _decoded(t, Stage.CONSISTENCY_CHECK, Direction.TO_SERVER,
                                   Kind.CONSISTENCY_SIGNATURE)
-            replies = _decoded(t, Stage.UNMASK, Direction.TO_SERVER, Kind.UNMASK_SHARES)
+            replies = _received_shares(t)
             masked = _decoded(t, Stage.MASKED_INPUT, Direction.TO_SERVER, Kind.MASKED_INPUT)
         except Exception as exc:  # noqa: BLE001 - unreadable evidence fails every round check
             reason = f"{where}: transcript unreadable ({type(exc).__name__}: {exc})"
@@ -166,14 +203,22 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
                                 f"is {cfg.signature_quorum}")
         if requests:
             survivor_counts.append(len(requests[0][1].survivors))
-        # 3. never both shares
-        for party, message in replies:
-            kinds: dict[int, set[ShareKind]] = {}
-            for about, kind, _ in message.shares:
+        # 3. never both shares (what the server received, whether its decoder took it or not)
+        holders: dict[int, dict[int, set[int]]] = {0: {}, 1: {}}
+        for party, shares in replies:
+            kinds: dict[int, set[int]] = {}
+            for about, kind in shares:
                 kinds.setdefault(about, set()).add(kind)
+                holders[kind].setdefault(about, set()).add(party)
             both = sorted(a for a, k in kinds.items() if len(k) > 1)
             if both:
                 both_bad.append(f"{where}: client {party} gave both shares of client(s) {both}")
+        held_both = sorted(c for c in cfg.clients
+                           if len(holders[0].get(c, ())) >= cfg.threshold
+                           and len(holders[1].get(c, ())) >= cfg.threshold)
+        if held_both:
+            both_bad.append(f"{where}: the server received a threshold of seed shares and of "
+                            f"mask-key shares of client(s) {held_both}")
         try:
             exposed = exposed_clients(t)
         except Exception as exc:  # noqa: BLE001 - fail closed
@@ -411,7 +456,9 @@ def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundF
     site_claim = summary.get("epsilon")
     if dp:
         want = eps(list(site_events.values()), delta) if delta else None
-        if site_claim is None or want is None:
+        if site_claim is None and not site_events:
+            want = None  # nothing was released (every round aborted): nothing to claim
+        elif site_claim is None or want is None:
             mismatches.append("summary.json prints no site-level epsilon for a DP run")
         else:
             compared += 1
