@@ -13,7 +13,8 @@
   for federated learning": the cosines between the final model update and the inserted
   canaries' directions, against those of directions never inserted, are fitted with two
   Gaussians; the estimate is the epsilon at delta of the pair (the exact privacy profile of two
-  Gaussians with their own variances, computed numerically). An *estimate*, not a bound.
+  Gaussians, computed numerically; ``canaries`` fits both with the null's spread). An
+  *estimate*, not a bound.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ the corrected bounds is reported.
 
 Client level (the federated run), Andrew et al. 2024: :func:`client_canary_estimate` takes
 the cosines between the run's final model update and the directions of the canary clients it
-inserted, and of directions it never inserted, and returns the Gaussian-fit epsilon. The run
+inserted, and of directions it never inserted, and returns the Gaussian-fit epsilon (both
+Gaussians with the null's spread, measured from many never-inserted directions). The run
 itself (canary clients in the real secure sum) is driven from ``coordinator.simulation.canaries``
 because the privacy package may not import the coordinator or the sites (DESIGN section 1).
 """
@@ -196,7 +197,11 @@ def client_canary_estimate(update: np.ndarray, inserted: np.ndarray, unobserved:
         raise ConfigurationError("need at least two inserted and two unobserved canaries")
     mi, si = float(a.mean()), float(a.std(ddof=1))
     mo, so = float(b.mean()), float(b.std(ddof=1))
-    eps = gaussian_pair_epsilon(mi, max(si, 1e-12), mo, max(so, 1e-12), delta=delta)
+    # Both fitted with the null's spread: with a few dozen canaries the inserted cosines'
+    # sample variance is too noisy to trust, and unequal variances make the likelihood ratio
+    # unbounded (an estimate driven by the variance ratio, not by the shift). The null's
+    # spread is well measured from many never-inserted directions (about 1/sqrt(d)).
+    eps = gaussian_pair_epsilon(mi, max(so, 1e-12), mo, max(so, 1e-12), delta=delta)
     return ClientCanaryResult(inserted=a.size, unobserved=b.size, cos_in=a, cos_out=b,
                               mean_in=mi, std_in=si, mean_out=mo, std_out=so, estimate=eps,
                               delta=delta)
