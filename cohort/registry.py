@@ -132,6 +132,8 @@ Examples:
   cohort provision consortium.toml --out kits/
   cohort serve --kit kits/coordinator --job job.toml --out runs/job
   cohort join --kit kits/site-1 --data site1.csv --label-column outcome
+  cohort audit run runs/dp
+  cohort audit canaries --out audits/canaries
 
 Run 'cohort COMMAND --help' for a command's options, defaults and output files.
 The role packages keep their own entry points as aliases:

@@ -113,6 +113,11 @@ def _closed_epsilon(events: Sequence[Mapping[str, Any]], delta: float) -> float:
 
 def independent_epsilon(events: Sequence[Mapping[str, Any]], *, delta: float) -> float:
     """Epsilon at ``delta`` of the composition of logged events (their JSON dicts)."""
+    try:
+        import dp_accounting  # noqa: F401
+    except ImportError as exc:
+        raise AuditError("the audit's independent accountant needs dp-accounting "
+                         "(pip install 'cohort[audit]')") from exc
     if not 0 < delta < 1:
         raise AuditError(f"delta must lie in (0, 1), got {delta!r}")
     events = list(events)

@@ -75,6 +75,8 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(_fmt(v) for v in value) or "—"
     if value is None:
         return "—"
     return str(value)
