@@ -223,10 +223,11 @@ audit.json and audit.html (with its figures) into --out. The former form
 'audit --ledger FILE --site ID' still prints one site's ledger.
 
 {EXIT_CODES_HELP} An audit that FAILs exits 1.""")
-@click.option("--ledger", "ledger_path", default=None,
+@click.option("--ledger", "ledger_path", default=None, show_default="none: a subcommand runs",
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="(The former 'audit' command) print this ledger database's --site ledger.")
-@click.option("--site", default=None, help="With --ledger: the site id.")
+@click.option("--site", default=None, show_default="none; required with --ledger",
+              help="With --ledger: the site id.")
 @click.option("--track", type=click.Choice([t.value for t in LedgerTrack]), default="site",
               help="With --ledger: site or example track.")
 @click.option("--json", "as_json", is_flag=True, default=False,
