@@ -62,7 +62,7 @@ class Release:
 
     def __init__(self, site: Site | None, request: RoundRequest) -> None:
         self._ledger = site.ledger if site is not None else None
-        self._site_id = site.site_id if site is not None else None
+        self._site_id = getattr(site, "site_id", None)
         self._request = request
         self._reserved = False
 

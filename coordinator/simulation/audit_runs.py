@@ -115,8 +115,9 @@ class _CanarySimulation(Simulation):
         for site_round in rounds.values():
             site_round.train()
         self._reserve_all(rounds.values())
-        result = run_secure_round(aggregation, rounds, dropouts=self._dropouts(
-            self.consortium.sites), on_finish=self._recorder)
+        record = {} if self._recorder is None else {"on_finish": self._recorder}
+        result = run_secure_round(aggregation, rounds,
+                                  dropouts=self._dropouts(self.consortium.sites), **record)
         if result.event is not None:
             self.accountant.record(result.event, round_number=request.round_number)
         return result

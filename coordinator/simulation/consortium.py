@@ -67,6 +67,8 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
             load_backbone(global_model, backbone, freeze=freeze)
     # A simulated consortium is new every run: its sites' ledgers start empty.
     ledger_path = work_dir / "ledgers.sqlite"
+    if config.dp is not Mechanism.NONE or config.dp_sgd is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)  # every DP run keeps its ledgers here
     for stale in work_dir.glob("ledgers.sqlite*"):
         stale.unlink()
     sites = []
