@@ -4,21 +4,16 @@ check (CONVENTIONS 12)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from torch import nn
 
 import privacy.encoding as encoding
 from privacy import dpsgd
 from privacy.audit import canary_report, client_canary_estimate, example_canary_run
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _data(n: int = 60):
@@ -95,14 +90,15 @@ def test_client_level_planted_noise_off_exceeds_the_claim(tmp_path: Path, monkey
     assert [c.name for c in report.failed()] == ["client-level estimate within claim"]
 
 
-def test_cli_writes_the_report(tmp_path: Path) -> None:
+def test_cli_writes_the_report(tmp_path: Path, capsys) -> None:
     out = tmp_path / "a"
-    proc = subprocess.run([sys.executable, "-m", "privacy", "audit", "canaries", "--sites", "3",
+    from cohort.registry import main
+
+    code = main(["audit", "canaries", "--sites", "3",
                            "--rounds", "2", "--local-epochs", "1", "--canaries", "100",
                            "--guesses", "20", "--client-canaries", "4", "--unobserved", "50",
-                           "--noise-multiplier", "5", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+                           "--noise-multiplier", "5", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
     data = json.loads((out / "audit.json").read_text())
     assert data["verdict"] == "PASS"
     assert "fixed before the scores" in data["measured"]["example-level thresholds"]

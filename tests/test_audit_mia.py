@@ -4,8 +4,6 @@ the report; the command end to end on a tiny run."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from hypothesis import strategies as st
 from privacy.audit import attack_metrics, lira_offline_scores, logit_confidence, mia_report
 from privacy.audit.mia import tpr_at_fpr
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_perfect_separation() -> None:
@@ -74,13 +71,14 @@ def test_report_and_log_roc(tmp_path: Path) -> None:
     assert [c.name for c in bad.failed()] == ["loss threshold within claim"]
 
 
-def test_cli(tmp_path: Path) -> None:
+def test_cli(tmp_path: Path, capsys) -> None:
     out = tmp_path / "m"
-    proc = subprocess.run([sys.executable, "-m", "privacy", "audit", "mia", "--sites", "3",
+    from cohort.registry import main
+
+    code = main(["audit", "mia", "--sites", "3",
                            "--rounds", "2", "--local-epochs", "1", "--dp", "none",
-                           "--shadows", "2", "--bootstrap", "20", "--out", str(out)],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+                           "--shadows", "2", "--bootstrap", "20", "--out", str(out)])
+    assert code == 0, capsys.readouterr()
     data = json.loads((out / "audit.json").read_text())
     assert data["audit"] == "mia" and len([k for k in data["measured"] if "LiRA" in k]) >= 1
     assert (out / "mia_roc.png").exists() and (out / "audit.html").exists()

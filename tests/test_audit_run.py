@@ -5,8 +5,6 @@ that its events do not support, an unmasked upload, a record altered after the r
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,6 @@ from privacy.audit import audit_run, open_records, uniformity_pvalue, write_repo
 from privacy.errors import AuditError
 from secagg import _testing
 
-ROOT = Path(__file__).resolve().parents[1]
 BASE = dict(sites=5, rounds=3, local_epochs=1, baselines=False, modulus_bits=20, seed=3)
 
 
@@ -162,22 +159,20 @@ def test_report_files(honest: Path, tmp_path: Path) -> None:
     assert "PASS" in text and "every printed epsilon recomputed" in text
 
 
-def test_cli_verdict_and_exit_code(honest: Path, tmp_path: Path, monkeypatch) -> None:
-    out = subprocess.run([sys.executable, "-m", "privacy", "audit", "run", str(honest),
-                          "--out", str(tmp_path / "a")], cwd=ROOT, capture_output=True,
-                         text=True)
-    assert out.returncode == 0, out.stderr
-    assert "PASS" in out.stdout and (tmp_path / "a" / "audit.html").exists()
+def test_cli_verdict_and_exit_code(honest: Path, tmp_path: Path, monkeypatch,
+                                   capsys) -> None:
+    from cohort.registry import main, role_main
+
+    assert role_main("privacy", ["audit", "run", str(honest), "--out", str(tmp_path / "a")],
+                     summary="") == 0
+    assert "PASS" in capsys.readouterr().out and (tmp_path / "a" / "audit.html").exists()
     monkeypatch.setattr(sim_report, "_PLANT_SUMMARY_EPSILON_SCALE", 0.9)
     bad = _dp(tmp_path / "bad")
-    out = subprocess.run([sys.executable, "-m", "cohort.registry", "audit", "run", str(bad),
-                          "--json"], cwd=ROOT, capture_output=True, text=True) \
-        if False else subprocess.run([sys.executable, "-c",
-                                      "import sys; from cohort.registry import main; "
-                                      "sys.exit(main(sys.argv[1:]))", "audit", "run", str(bad),
-                                      "--json"], cwd=ROOT, capture_output=True, text=True)
-    assert out.returncode == 1, out.stderr
-    assert json.loads(out.stdout)["verdict"] == "FAIL"
+    assert main(["audit", "run", str(bad), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["verdict"] == "FAIL"
+    assert [c["name"] for c in data["checks"] if not c["passed"]] == [
+        "every printed epsilon recomputed"]
 
 
 @settings(max_examples=25, deadline=None)

@@ -20,7 +20,6 @@ training lives here, where the simulation engine already may import both:
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,8 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from clients import (DPSGDConfig, SiteData, evaluate, get_flat_params, make_model,
-                     set_flat_params)
+from clients import DPSGDConfig, get_flat_params, make_model
 from clients.round import SiteRound
 from cohort.contract import RoundRequest
 from privacy import Mechanism

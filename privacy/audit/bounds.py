@@ -42,12 +42,11 @@ def audit_p_value(*, m: int, r: int, v: int, epsilon: float, delta: float) -> fl
     q = 1.0 / (1.0 + math.exp(-epsilon))
     beta = float(stats.binom.sf(v - 1, r, q))  # P[Binomial(r, q) >= v]
     alpha = 0.0
-    total = 0.0  # P[v > Binomial(r, q) >= v - i]
-    if delta > 0:
-        for i in range(1, v + 1):
-            total += float(stats.binom.pmf(v - i, r, q))
-            if total > i * alpha:
-                alpha = total / i
+    if delta > 0 and v > 0:
+        # alpha = max_i P[v > Binomial(r, q) >= v - i] / i over i = 1..v (the paper's loop,
+        # vectorised: the running sum of the pmf from v - 1 down, divided by i).
+        tail = np.cumsum(stats.binom.pmf(np.arange(v - 1, -1, -1), r, q))
+        alpha = float(np.max(tail / np.arange(1, v + 1)))
     return min(1.0, beta + alpha * delta * 2 * m)
 
 
