@@ -47,6 +47,11 @@ __all__ = ["Release", "SiteRound", "SiteRoundState"]
 # (tests/test_round_split.py).
 _PLANT_SEND_UNMASKED = False
 
+# Test-only knob (CONVENTIONS 12): the site ids named here release without charging (no
+# reservation, no settlement: the release is missing from their ledgers); the privacy audit's
+# every-release-charged check proves it catches it (tests/test_audit_run.py).
+_PLANT_SKIP_CHARGE: frozenset[str] = frozenset()
+
 
 class Release:
     """A site's two-phase charge of one release on its own ledger (DESIGN 2a): :meth:`reserve`
@@ -57,6 +62,7 @@ class Release:
 
     def __init__(self, site: Site | None, request: RoundRequest) -> None:
         self._ledger = site.ledger if site is not None else None
+        self._site_id = getattr(site, "site_id", None)
         self._request = request
         self._reserved = False
 
@@ -67,6 +73,8 @@ class Release:
     def reserve(self) -> None:
         """``privacy.BudgetExceeded`` (nothing written) if the budget cannot take it."""
         request = self._request
+        if self._site_id in _PLANT_SKIP_CHARGE:
+            return
         if self._ledger is not None and request.privacy_charge is not None and \
                 not self._reserved:
             self._ledger.reserve(request.release_id, request.privacy_charge,

@@ -52,8 +52,9 @@ COMMANDS: tuple[Entry, ...] = (
     Entry("encoder-bench", "privacy", "encoder_bench",
           "Time the privacy encoding (rotate, clip, round, noise, wrap) against plain numpy.",
           role_names=("bench",)),
-    Entry("ledger", "privacy", "ledger", "Print a site's privacy ledger.",
-          role_names=("audit",)),
+    Entry("ledger", "privacy", "ledger", "Print a site's privacy ledger."),
+    Entry("audit", "privacy", "audit",
+          "Audit a run (run) and measure what it leaks (canaries, mia)."),
     Entry("provision", "coordinator", "provision",
           "Make a consortium's CA, certificates and site kits; add or revoke sites later."),
     Entry("serve", "coordinator", "serve",
@@ -65,14 +66,25 @@ COMMANDS: tuple[Entry, ...] = (
 # The deployment commands of the next issues, with the role package that will provide each.
 PLANNED: tuple[Entry, ...] = (
     Entry("status", "coordinator", "status", "Show a coordinator's jobs and rounds (planned)."),
-    Entry("audit", "privacy", "audit",
-          "Audit a run or a coordinator's state database (planned)."),
 )
+
+# Subcommands of a role's group that another role package provides: the audits that must
+# train the consortium's models (canaries, mia) are driven from the coordinator's simulation,
+# which may import the sites; privacy may not (DESIGN section 1). Their modules import only
+# the CLI layer at load time.
+SUBCOMMANDS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "audit": (("canaries", "coordinator.simulation._audit_cli", "canaries"),
+              ("mia", "coordinator.simulation._audit_cli", "mia")),
+}
 
 
 def _load(entry: Entry) -> click.Command:
     module = importlib.import_module(f"{entry.role}.__main__")
-    return getattr(module, entry.attribute)
+    command = getattr(module, entry.attribute)
+    for name, path, attribute in SUBCOMMANDS.get(entry.name, ()):
+        if isinstance(command, click.Group) and name not in command.commands:
+            command.add_command(getattr(importlib.import_module(path), attribute), name)
+    return command
 
 
 class _Registry(Group):
@@ -120,6 +132,8 @@ Examples:
   cohort provision consortium.toml --out kits/
   cohort serve --kit kits/coordinator --job job.toml --out runs/job
   cohort join --kit kits/site-1 --data site1.csv --label-column outcome
+  cohort audit run runs/dp
+  cohort audit canaries --out audits/canaries
 
 Run 'cohort COMMAND --help' for a command's options, defaults and output files.
 The role packages keep their own entry points as aliases:

@@ -39,7 +39,8 @@ _MODELS = ("logistic", "mlp", "cnn")
 _PARTITION_ALIASES = {"dirichlet": "label_dirichlet", "quantity": "quantity_dirichlet",
                       "lognormal": "quantity_lognormal"}
 _STRATEGY_ALIASES = {"distill": "distillation", "personalized": "fedper"}
-_RUN_FILES = ("summary.json", "metrics.jsonl", "rounds.png", "ledgers.sqlite")
+_RUN_FILES = ("summary.json", "metrics.jsonl", "rounds.png", "ledgers.sqlite",
+              "secagg_rounds.jsonl", "transcripts")
 
 
 class _Choice(click.Choice):
@@ -173,7 +174,10 @@ Output files in --out (written into a hidden folder beside it, renamed at the en
                   worst-case projection and the best case), the whole configuration
   rounds.png      score and loss per round with centralised and local-only references,
                   epsilon and its budget (with --dp), the student (distillation), aborted rounds
-  ledgers.sqlite  the sites' privacy ledgers (with --target-epsilon or --dp-sgd-epsilon)
+  ledgers.sqlite  the sites' privacy ledgers (every --dp or --dp-sgd run, budget or not)
+  secagg_rounds.jsonl, transcripts/
+                  each secure round's public facts and the coordinator's whole view of it
+                  (what 'cohort audit run' checks)
   backbone.pt     the backbone pretrained on the public split (with --transfer)
 
 A folder that holds a run is refused unless --overwrite; Ctrl-C finishes the round in flight,

@@ -21,14 +21,14 @@ from typing import Sequence
 
 import click
 
-from cohort.errors import EXIT_CODES_HELP, Command
+from cohort.errors import EXIT_CODES_HELP, Command, Group
 from cohort.options import Integer, Real, given, refuse
 
 from .accountants import Accountant, compute_epsilon
 from .events import GaussianEvent, SkellamEvent, event_to_dict
 from .ledger import LedgerTrack
 
-__all__ = ["epsilon", "encoder_bench", "ledger", "main"]
+__all__ = ["audit", "epsilon", "encoder_bench", "ledger", "main", "print_verdict"]
 
 _GAUSSIAN_ONLY = ("noise_multiplier", "sample_rate")
 _SKELLAM_ONLY = ("variance", "l2_sensitivity", "l1_sensitivity")
@@ -207,12 +207,110 @@ def ledger(path: Path, site: str, track: str, as_json: bool) -> int:
     return 0
 
 
+class _AuditGroup(Group):
+    """``audit``: its subcommands, or (the former ``audit`` command) a ledger with --ledger."""
+
+
+@click.group(cls=_AuditGroup, invoke_without_command=True, epilog=f"""\b
+Examples:
+  cohort audit run runs/dp
+  cohort audit run runs/dp --out audits/dp --json
+  cohort audit canaries --out audits/canaries
+  cohort audit mia --dp distributed --noise-multiplier 1 --out audits/mia
+
+Each audit prints its verdict (PASS or FAIL, and every failed check by name), and writes
+audit.json and audit.html (with its figures) into --out. The former form
+'audit --ledger FILE --site ID' still prints one site's ledger.
+
+{EXIT_CODES_HELP} An audit that FAILs exits 1.""")
+@click.option("--ledger", "ledger_path", default=None, show_default="none: a subcommand runs",
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="(The former 'audit' command) print this ledger database's --site ledger.")
+@click.option("--site", default=None, show_default="none; required with --ledger",
+              help="With --ledger: the site id.")
+@click.option("--track", type=click.Choice([t.value for t in LedgerTrack]), default="site",
+              help="With --ledger: site or example track.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="With --ledger: print one JSON object.")
+@click.pass_context
+def audit(ctx: click.Context, ledger_path: Path | None, site: str | None, track: str,
+          as_json: bool) -> int:
+    """Audit what a run did (run) and measure what it leaks (canaries, mia)."""
+    if ctx.invoked_subcommand is not None:
+        if ledger_path is not None or site is not None:
+            refuse("--ledger and --site print a ledger; they do not go with a subcommand")
+        return 0
+    if ledger_path is None:
+        click.echo(ctx.get_help())
+        return 0
+    if site is None:
+        refuse("--ledger needs --site")
+    return ctx.invoke(ledger, path=ledger_path, site=site, track=track, as_json=as_json)
+
+
+def print_verdict(report, paths) -> None:
+    """The verdict and every failed check, one line each, then where the files are."""
+    print(f"{report.title}: {report.verdict} ({len(report.checks) - len(report.failed())} of "
+          f"{len(report.checks)} checks passed)")
+    for check in report.checks:
+        mark = "pass" if check.passed else "FAIL"
+        print(f"  [{mark}] {check.name}: {check.evidence}")
+    for key, value in report.claimed.items():
+        print(f"  claimed  {key}: {_short(value)}")
+    for key, value in report.measured.items():
+        if not isinstance(value, (list, dict)) or key.endswith("recomputed"):
+            print(f"  audited  {key}: {_short(value)}")
+    print(f"wrote {paths[0]} and {paths[1]}")
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_short(v)}" for k, v in value.items()) or "—"
+    return "—" if value is None else str(value)
+
+
+@audit.command("run", cls=Command, epilog=f"""\b
+Examples:
+  cohort audit run runs/dp
+  cohort audit run runs/dp --out audits/dp --json
+
+PATH is a simulation's output folder (python -m coordinator simulate --out PATH). Checks, per
+secure round, from the coordinator's transcript: survivors >= threshold; one disjoint
+survivor/dropped view for every client; never both shares of one client; only masked vectors
+received (a uniformity test per upload); the noise summed versus planned. Then the ledgers:
+every release charged; every printed epsilon recomputed independently (within 0.5%); no site
+over its budget. Writes audit.json and audit.html into --out (default PATH/audit).
+
+{EXIT_CODES_HELP} A FAIL verdict exits 1.""")
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              show_default="PATH/audit for a folder", help="Folder for audit.json and audit.html.")
+@click.option("--json", "as_json", is_flag=True, default=False,
+              help="Print audit.json on stdout instead of the verdict lines.")
+def audit_run_command(path: Path, out: Path | None, as_json: bool) -> int:
+    """Verify from its records what a run did: the secure rounds and the privacy ledger."""
+    from .audit import audit_run, open_records, write_report
+
+    records = open_records(path)
+    report = audit_run(records, progress=not as_json and sys.stderr.isatty())
+    target = out if out is not None else (path / "audit" if path.is_dir() else
+                                          path.with_suffix(".audit"))
+    paths = write_report(report, target)
+    if as_json:
+        print(paths[0].read_text(), end="")
+    else:
+        print_verdict(report, paths)
+    return 0 if report.passed else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m privacy`` (and the ``cohort-privacy`` script): privacy's commands."""
     from cohort.registry import role_main
 
     return role_main("privacy", argv, summary="Privacy: epsilon of a mechanism, the encoder "
-                     "benchmark, a site's ledger.")
+                     "benchmark, a site's ledger, the audits.")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,11 @@ from . import _validate as v
 from ._hadamard import fwht, next_power_of_two
 from .errors import ConfigurationError, InvalidUpdate
 from .noise import MAX_NOISE_VARIANCE, NoiseKind, sample_discrete_gaussian, sample_skellam
+
+# Test-only knob (CONVENTIONS 12): True plants a site that adds no distributed or local noise
+# while its plan and its charge say it did; the client-level canary audit proves it catches it
+# (tests/test_audit_canaries.py).
+_PLANT_NOISE_OFF = False
 from .randomness import RandomSource
 
 __all__ = [
@@ -355,6 +360,8 @@ class Encoder:
         factor = cfg.scale * (min(1.0, cfg.clip_norm / norm) if norm > 0 else 1.0)
         y *= factor
         z = self._round(y, gen)
+        if _PLANT_NOISE_OFF:
+            return z  # the planted defect: no noise, while the plan (and the charge) claim it
         if cfg.noise is NoiseKind.SKELLAM:
             z += sample_skellam(variance=cfg.local_variance, size=z.size, rng=gen)
         elif cfg.noise is NoiseKind.DISCRETE_GAUSSIAN:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from secagg.errors import CohortError, ConfigurationError
 
 __all__ = [
+    "AuditError",
     "BudgetExceeded",
     "ConfigurationError",
     "InvalidUpdate",
@@ -49,3 +50,8 @@ class ReleaseRepeated(LedgerError):
 
 class LedgerVersionError(LedgerError):
     """A ledger file whose schema version this code cannot read or migrate."""
+
+
+class AuditError(CohortError):
+    """What an audit was pointed at is not something it can audit (not a run folder, an
+    unknown database). Anything unreadable *inside* a run is a failed check, not this."""

@@ -120,13 +120,16 @@ _SCHEMA = (
 
 @dataclass(frozen=True, kw_only=True)
 class Budget:
-    """A site's total privacy budget: (epsilon, delta)-DP over everything it ever releases."""
+    """A site's total privacy budget: (epsilon, delta)-DP over everything it ever releases.
+
+    ``epsilon`` may be ``math.inf``: no cap, the ledger records every release and its epsilon
+    (a simulation without a target keeps its sites' ledgers this way, for the audit)."""
 
     epsilon: float
     delta: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "epsilon", v.positive(self.epsilon, "epsilon"))
+        object.__setattr__(self, "epsilon", v.positive(self.epsilon, "epsilon", allow_inf=True))
         object.__setattr__(self, "delta", v.probability(self.delta, "delta"))
 
 

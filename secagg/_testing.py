@@ -31,6 +31,9 @@ DEFECTS = frozenset({
     "no_ring_cut_check",
     # A roster is accepted without checking the CA's signature (cohort.enrolment).
     "roster_skips_signature",
+    # Clients reveal both shares (self-mask seed and mask key) of every surviving neighbour.
+    # The privacy audit's never-both check (privacy.audit) proves it catches it.
+    "client_reveals_both_shares",
 })
 
 _active: set[str] = set()

@@ -468,6 +468,8 @@ class SecAggClient:
             b_share, s_share = self._held[v]
             if v in survivors:
                 out.append((v, ShareKind.SELF_MASK_SEED, shamir.encode_share(b_share)))
+                if _testing.planted("client_reveals_both_shares"):
+                    out.append((v, ShareKind.MASK_KEY, shamir.encode_share(s_share)))
             elif v in dropped:
                 out.append((v, ShareKind.MASK_KEY, shamir.encode_share(s_share)))
         out.sort(key=lambda share: share[0])

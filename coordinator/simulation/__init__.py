@@ -7,6 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from .audit_record import AuditRecorder
 from .baselines import centralized_score, local_only_scores
 from .config import SimulationConfig, Transfer
 from .engine import RoundRecord, Simulation, SimulationResult, single_threaded_torch
@@ -21,7 +22,9 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path, *, progress: b
                    on_round: Callable[[RoundRecord], None] | None = None,
                    stop_requested: Callable[[], bool] | None = None) -> dict:
     """Run, then write ``metrics.jsonl``, ``summary.json`` and ``rounds.png`` into ``out_dir``
-    (created if missing); return the summary.
+    (created if missing), with the secure rounds' records for the audit
+    (``secagg_rounds.jsonl``, ``transcripts/``) and, in a DP run, the sites' ledgers
+    (``ledgers.sqlite``); return the summary.
 
     ``stop_requested`` is asked before each round (see :meth:`Simulation.run`). A stopped run
     — interrupted, out of budget, or with every round aborted — still writes its summary and
@@ -32,7 +35,8 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path, *, progress: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with single_threaded_torch():
-        simulation = Simulation(config, work_dir=out)
+        recorder = AuditRecorder(out) if config.secagg else None
+        simulation = Simulation(config, work_dir=out, recorder=recorder)
         writer = MetricsWriter(out, metric=simulation.metric)
 
         def record(r: RoundRecord) -> None:

@@ -1,8 +1,9 @@
 """Building a simulated consortium: the data split, one :class:`clients.Site` per hospital with
-its own model, policy and (with a privacy budget) ledger, and the coordinator's starting model."""
+its own model, policy and (in a DP run) ledger, and the coordinator's starting model."""
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from clients import (
     pretrain_backbone,
     split_dataset,
 )
-from privacy import Budget, LedgerTrack, SiteLedger
+from privacy import Budget, LedgerTrack, Mechanism, SiteLedger
 
 from .config import SimulationConfig, Transfer
 
@@ -66,6 +67,8 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
             load_backbone(global_model, backbone, freeze=freeze)
     # A simulated consortium is new every run: its sites' ledgers start empty.
     ledger_path = work_dir / "ledgers.sqlite"
+    if config.dp is not Mechanism.NONE or config.dp_sgd is not None:
+        work_dir.mkdir(parents=True, exist_ok=True)  # every DP run keeps its ledgers here
     for stale in work_dir.glob("ledgers.sqlite*"):
         stale.unlink()
     sites = []
@@ -75,15 +78,19 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
         model = _fresh_model(config, splits, i, seed)
         if backbone is not None:
             load_backbone(model, backbone, freeze=freeze)
+        # Every DP run keeps its sites' ledgers, with a budget or without one (an infinite
+        # budget records every release and refuses none): the audit recomputes every epsilon
+        # the run prints from these events.
         ledger = None
-        if config.target_epsilon is not None:
+        if config.dp is not Mechanism.NONE:
+            cap = config.target_epsilon if config.target_epsilon is not None else math.inf
             ledger = SiteLedger(ledger_path, site_id=site_id,
-                                budget=Budget(epsilon=config.target_epsilon, delta=config.delta))
+                                budget=Budget(epsilon=cap, delta=config.delta))
         example_ledger = None
-        if config.example_epsilon is not None:  # the same file, its own track and budget
+        if config.dp_sgd is not None:  # the same file, its own track and budget
+            cap = config.example_epsilon if config.example_epsilon is not None else math.inf
             example_ledger = SiteLedger(ledger_path, site_id=site_id, track=LedgerTrack.EXAMPLE,
-                                        budget=Budget(epsilon=config.example_epsilon,
-                                                      delta=config.example_delta))
+                                        budget=Budget(epsilon=cap, delta=config.example_delta))
         policy = SitePolicy(min_participants=2, require_secure_aggregation=config.secagg,
                             privacy_budget=None if ledger is None else ledger.budget,
                             dp_sgd=DPSGDRule.REQUIRE if config.dp_sgd else DPSGDRule.ALLOW,

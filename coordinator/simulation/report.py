@@ -29,9 +29,18 @@ OUTPUT_FILES = {
     "metrics.jsonl": "one JSON object per round (score, loss, sites summed, epsilon, aborted)",
     "summary.json": "final scores, per-site scores, references, epsilon, why the run stopped",
     "rounds.png": "score and loss per round, epsilon and its budget with DP, aborted rounds",
-    "ledgers.sqlite": "the sites' privacy ledgers (only with --target-epsilon)",
+    "ledgers.sqlite": "the sites' privacy ledgers (every DP run, with or without a budget)",
+    "secagg_rounds.jsonl": "one JSON object per secure round: its public facts, who was summed, "
+                           "the noise planned, the event charged (for privacy audit run)",
+    "transcripts": "the coordinator's whole view of each secure round, message by message",
     "backbone.pt": "the backbone pretrained on the public split (only with --transfer)",
 }
+
+
+# Test-only knob (CONVENTIONS 12): a factor below 1 plants a summary that prints a smaller
+# epsilon than the run's events compose to; the privacy audit's epsilon check proves it
+# catches it (tests/test_audit_run.py).
+_PLANT_SUMMARY_EPSILON_SCALE = 1.0
 
 
 def metric_label(metric: str) -> str:
@@ -99,14 +108,16 @@ def write_summary(out_dir: Path, result: SimulationResult, *,
     m = result.metric
     rounds = result.rounds
     outputs = ["metrics.jsonl", "summary.json", "rounds.png"]
-    outputs += [name for name in ("ledgers.sqlite", "backbone.pt")
+    outputs += [name for name in ("ledgers.sqlite", "secagg_rounds.jsonl", "transcripts",
+                                  "backbone.pt")
                 if (Path(out_dir) / name).exists()]
     summary = {
         "status": run_status(result),
         "metric": m,
         f"final_{m}": result.final_accuracy,
         f"final_{m}_is": result.final_meaning,
-        "epsilon": result.epsilon,
+        "epsilon": (result.epsilon if result.epsilon is None
+                    else result.epsilon * _PLANT_SUMMARY_EPSILON_SCALE),
         "delta": result.config.delta if result.epsilon is not None else None,
         "epsilon_budget": result.config.target_epsilon,
         # Example-level (DP-SGD, one record) epsilon per site: a different neighbouring

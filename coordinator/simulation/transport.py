@@ -42,11 +42,13 @@ def announce(aggregation: AggregationRound) -> RoundAnnouncement:
 class InMemoryTransport:
     """Drives one round between ``aggregation`` and ``sites`` (each already trained, i.e.
     holding its encoded input; see ``SiteRound.train``). ``observer`` (tests) sees each
-    message just before the coordinator half receives it."""
+    message just before the coordinator half receives it; ``on_finish`` (the run's audit
+    record) is called with the transport once the round has ended, aborted or not."""
 
     def __init__(self, aggregation: AggregationRound, sites: Mapping[SiteId, SiteRound], *,
                  dropouts: Mapping[Stage | str, Iterable[SiteId]] | None = None,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None,
+                 on_finish: Callable[["InMemoryTransport"], None] | None = None) -> None:
         cohort = aggregation.announcement.cohort
         if set(sites) != set(cohort):
             raise ValueError("the transport needs exactly the cohort's sites")
@@ -60,9 +62,14 @@ class InMemoryTransport:
         self._drop = dropout_plan(chosen, cohort, malicious=aggregation.announcement.malicious,
                                   what="sites")
         self._observer = observer
+        self._on_finish = on_finish
         self._alive = set(cohort)
         self.received: list[tuple[Stage, SiteId, bytes]] = []
         """Every message the coordinator half was given: (stage, sender, bytes)."""
+        self.sent: list[tuple[Stage, SiteId, bytes]] = []
+        """Every message the coordinator half addressed to a site: (stage, recipient, bytes)."""
+        self.log: list[tuple[Stage, bool, SiteId, bytes]] = []
+        """Both directions in the order they crossed: (stage, to_coordinator, site, bytes)."""
         self.rejected: list[tuple[SiteId, str, str]] = []
         """Messages refused on arrival, either side: (site, error type, reason)."""
         self.aborted: dict[SiteId, str] = {}
@@ -72,6 +79,7 @@ class InMemoryTransport:
         if self._observer is not None:
             self._observer(stage, site, data)
         self.received.append((stage, site, data))
+        self.log.append((stage, True, site, data))
         try:
             self._aggregation.receive(site, data)
         except InvalidMessage as exc:
@@ -88,6 +96,8 @@ class InMemoryTransport:
             reply = None
             message = outgoing.get(site)
             if message is not None:
+                self.sent.append((stage, site, message))
+                self.log.append((stage, False, site, message))
                 try:
                     reply = self._sites[site].on_message(message)
                 except ProtocolAbort as exc:
@@ -117,10 +127,20 @@ class InMemoryTransport:
             agg.close_stage()
         except ProtocolAbort:
             self._tell_outcome(agg.outcome())
+            self._finish()
             raise
         result = agg.result()
         self._tell_outcome(agg.outcome())
+        self._finish()
         return dataclasses.replace(result, wrap_rate=self._wrap_rate(result))
+
+    def _finish(self) -> None:
+        if self._on_finish is not None:
+            self._on_finish(self)
+
+    @property
+    def aggregation(self) -> AggregationRound:
+        return self._aggregation
 
     def _tell_outcome(self, outcome: RoundOutcome) -> None:
         data = outcome.to_bytes()
@@ -135,9 +155,12 @@ class InMemoryTransport:
 
 def run_secure_round(aggregation: AggregationRound, sites: Mapping[SiteId, SiteRound], *,
                      dropouts: Mapping[Stage | str, Iterable[SiteId]] | None = None,
-                     observer: Observer | None = None) -> SecureSumResult:
+                     observer: Observer | None = None,
+                     on_finish: Callable[[InMemoryTransport], None] | None = None
+                     ) -> SecureSumResult:
     """One round through a fresh :class:`InMemoryTransport` (the engine's one seam)."""
-    return InMemoryTransport(aggregation, sites, dropouts=dropouts, observer=observer).run()
+    return InMemoryTransport(aggregation, sites, dropouts=dropouts, observer=observer,
+                             on_finish=on_finish).run()
 
 
 def _exact_sum(vectors: list[np.ndarray]) -> np.ndarray:
