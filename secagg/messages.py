@@ -136,6 +136,7 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
 _SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
 _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
 _NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
+_ROSTER_RECORD = struct.Struct(f">I{KEY_BYTES}s{KEY_BYTES}s{COMMIT_BYTES}sB")
 _SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
@@ -252,11 +253,25 @@ class Roster:
     @classmethod
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Roster":
         n = r.count(config.n)
+        # One fixed-size unpack per entry (every client decodes the whole roster, so this is
+        # the client's O(n) parsing work), then the optional signature.
+        data, pos, size, end = r.data, r.pos, _ROSTER_RECORD.size, len(r.data)
         entries = []
         for _ in range(n):
-            client = r.u32()
-            c_pk, s_pk, commitment = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(COMMIT_BYTES)
-            entries.append(RosterEntry(client, c_pk, s_pk, commitment, _signature(r.u8(), r)))
+            if pos + size > end:
+                raise InvalidMessage("message is truncated")
+            client, c_pk, s_pk, commitment, has = _ROSTER_RECORD.unpack_from(data, pos)
+            pos += size
+            signature = None
+            if has == 1:
+                if pos + SIGNATURE_BYTES > end:
+                    raise InvalidMessage("message is truncated")
+                signature = bytes(data[pos:pos + SIGNATURE_BYTES])
+                pos += SIGNATURE_BYTES
+            elif has != 0:
+                raise InvalidMessage("malformed signature flag")
+            entries.append(RosterEntry(client, c_pk, s_pk, commitment, signature))
+        r.pos = pos
         _check_ids([e.client for e in entries], config)
         return cls(tuple(entries))
 
