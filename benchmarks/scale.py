@@ -196,6 +196,61 @@ def _write_flower_data(sim, path: Path) -> None:
     np.savez(path, **arrays)
 
 
+# -- per-site protocol work against its floor, interleaved ---------------------------------------
+def protocol_vs_floor(clients: int = 100, dim: int = 651, repeats: int = 7) -> dict:
+    """One secure round of ``clients`` (the harness, SecAgg+ graph from the parameter table),
+    ``repeats`` times. In each repeat: the mean time a client spends in its secagg client, then,
+    right after, the same clients' floor priced as one block (each client's two key pairs and
+    one X25519 agreement per live neighbour on each key, peer keys loaded from bytes). Best
+    repeat of each, so that a loaded machine penalises neither side more than the other."""
+    import numpy as np
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (X25519PrivateKey,
+                                                                  X25519PublicKey)
+
+    import secagg.client as sc
+    from secagg import simulate_round
+
+    clock = {"t": 0.0, "live": []}
+    originals = {}
+    for name in ("advertise_keys", "reveal_nonce", "share_keys", "masked_input", "unmask"):
+        originals[name] = getattr(sc.SecAggClient, name)
+
+        def timed(self, *a, _f=originals[name], _name=name, **kw):
+            t = time.perf_counter()
+            try:
+                return _f(self, *a, **kw)
+            finally:
+                clock["t"] += time.perf_counter() - t
+                if _name == "masked_input":
+                    clock["live"].append(len(self.live_neighbors))
+        setattr(sc.SecAggClient, name, timed)
+    rng = np.random.default_rng(0)
+    inputs = {c: rng.integers(0, 2 ** 16, dim, dtype=np.uint32) for c in range(clients)}
+    peers = [X25519PrivateKey.generate().public_key().public_bytes_raw() for _ in range(512)]
+    work, floor = [], []
+    try:
+        for _ in range(repeats):
+            clock["t"], clock["live"] = 0.0, []
+            simulate_round(inputs, modulus_bits=32)
+            work.append(clock["t"] / clients)
+            live = clock["live"]
+            t = time.perf_counter()
+            for k in live:
+                c, s = X25519PrivateKey.generate(), X25519PrivateKey.generate()
+                c.public_key().public_bytes_raw()
+                s.public_key().public_bytes_raw()
+                for i in range(k):
+                    c.exchange(X25519PublicKey.from_public_bytes(peers[(2 * i) % 512]))
+                    s.exchange(X25519PublicKey.from_public_bytes(peers[(2 * i + 1) % 512]))
+            floor.append((time.perf_counter() - t) / len(live))
+    finally:
+        for name, f in originals.items():
+            setattr(sc.SecAggClient, name, f)
+    return {"clients": clients, "dim": dim, "live_neighbours": sorted(live)[len(live) // 2],
+            "site_protocol_seconds": min(work), "site_floor_seconds": min(floor),
+            "ratio": min(work) / min(floor), "repeats": repeats}
+
+
 # -- the driver --------------------------------------------------------------------------------
 def _median_tail(xs: list[float]) -> float:
     tail = sorted(xs[1:] or xs)
@@ -212,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="interpreter with flwr[simulation]==1.41.0 (none: Flower skipped)")
     ap.add_argument("--no-clear", action="store_true", help="skip Cohort's clear arm")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--protocol-clients", default="100,1000",
+                    help="cohort sizes of the per-site protocol-work measurement ('' skips)")
     ap.add_argument("--json", default="benchmarks/out/scale.json")
     ap.add_argument("--png", default="benchmarks/out/scale.png")
     # the child
@@ -226,6 +283,14 @@ def main(argv: list[str] | None = None) -> int:
         return child(args)
 
     env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    protocol = []
+    for n in [int(x) for x in args.protocol_clients.split(",") if x]:
+        p = protocol_vs_floor(n, repeats=7 if n <= 200 else 3)
+        protocol.append(p)
+        print(f"per-site protocol work, {n} clients (k={p['live_neighbours']} live neighbours, "
+              f"dim 651): {1e3 * p['site_protocol_seconds']:.2f} ms vs its X25519 floor "
+              f"{1e3 * p['site_floor_seconds']:.2f} ms priced in the same run: "
+              f"{p['ratio']:.2f}x", flush=True)
     grid = [tuple(int(x) for x in pair.split("/")) for pair in args.grid.split(",")]
     rows = []
     for k, n in grid:
@@ -257,8 +322,13 @@ def main(argv: list[str] | None = None) -> int:
         r["seconds_per_round"] = _median_tail(r["round_seconds"])
         r["rounds_per_second"] = 1.0 / r["seconds_per_round"]
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+    Path(args.json).write_text(json.dumps({"arms": rows, "protocol": protocol}, indent=1)
+                               + "\n")
     _table(rows)
+    for p in protocol:
+        print(f"per-site protocol work, {p['clients']} clients: "
+              f"{1e3 * p['site_protocol_seconds']:.2f} ms vs floor "
+              f"{1e3 * p['site_floor_seconds']:.2f} ms = {p['ratio']:.2f}x")
     _plot(rows, Path(args.png))
     print(f"wrote {args.json} and {args.png}")
     return 0

@@ -11,6 +11,8 @@ bytes. Nothing is trusted because it parsed: the state machines still check who 
 from __future__ import annotations
 
 import enum
+import itertools
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -127,7 +129,7 @@ class _Reader:
 
 
 def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
-    if any(a >= b for a, b in zip(ids, ids[1:])):
+    if not all(map(operator.lt, ids, itertools.islice(ids, 1, None))):
         raise InvalidMessage("id list is not strictly increasing")
     if not config.client_set.issuperset(ids):
         raise InvalidMessage("id list names a client outside the round")
@@ -188,7 +190,7 @@ class Advertise:
         return cls(sender, c_pk, s_pk, commitment, _signature(r.u8(), r))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: every client builds n of them per round
 class RosterEntry:
     client: int
     channel_key: bytes
@@ -256,6 +258,14 @@ class Roster:
         # One fixed-size unpack per entry (every client decodes the whole roster, so this is
         # the client's O(n) parsing work), then the optional signature.
         data, pos, size, end = r.data, r.pos, _ROSTER_RECORD.size, len(r.data)
+        if end - pos == n * size:  # no signatures (semi-honest): one pass over the records
+            records = list(_ROSTER_RECORD.iter_unpack(memoryview(data)[pos:end]))
+            if any(rec[4] != 0 for rec in records):
+                raise InvalidMessage("malformed signature flag")
+            r.pos = end
+            entries = [RosterEntry(c, ck, mk, cm, None) for c, ck, mk, cm, _ in records]
+            _check_ids([e.client for e in entries], config)
+            return cls(tuple(entries))
         entries = []
         for _ in range(n):
             if pos + size > end:
