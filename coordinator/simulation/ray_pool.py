@@ -10,7 +10,9 @@ seed the run gives the same model as in process.
 
 Ray is an optional extra (``pip install -e ".[ray]"``); this module imports it only when a
 pool is made. ``ray_address`` None starts a local Ray for the run (and stops it at the end);
-an address joins an existing cluster (left running).
+an address joins an existing cluster (left running), whose workers must be able to import
+this version of Cohort (installed there, or this checkout at the same path: the actors are
+given it on their PYTHONPATH).
 """
 
 from __future__ import annotations
