@@ -16,7 +16,15 @@ from .data import Dataset, DatasetName, TaskKind, load_dataset
 from .distill import DistillStats, distill, distillation_loss, predict_soft
 from .models import BodyHeadModel, ModelKind, make_model
 from .params import Part, get_flat_params, param_count, set_flat_params
-from .partition import PartitionScheme, SiteData, label_skew, make_site_data, partition, split_local
+from .partition import (
+    PartitionScheme,
+    SiteData,
+    label_skew,
+    make_site_data,
+    partition,
+    site_floor,
+    split_local,
+)
 from .personal import PersonalMode, PersonalStats, frozen, train_part, train_personal
 from .policy import DPSGDRule, PolicyRule, PolicyViolation, SitePolicy, check_policy
 from .round import SiteRound
@@ -73,6 +81,7 @@ __all__ = [
     "pretrain_backbone",
     "set_flat_params",
     "split_dataset",
+    "site_floor",
     "split_local",
     "train_local",
     "train_part",

@@ -3,7 +3,8 @@ train/test split.
 
 Schemes (:class:`PartitionScheme`), all deterministic given ``seed`` (numpy ``Generator``: this
 is simulation data, not cryptography), all returning disjoint index arrays that cover the pool
-exactly once, every site with at least ``min_samples`` samples:
+exactly once, every site with at least ``min_samples`` samples (at least one: a
+population-scale study may give a site a single sample; see :func:`site_floor`):
 
 * ``IID`` — a random permutation cut into near-equal shares.
 * ``LABEL_DIRICHLET`` — the usual label skew: for each class, proportions
@@ -37,6 +38,7 @@ __all__ = [
     "label_skew",
     "make_site_data",
     "partition",
+    "site_floor",
     "split_local",
 ]
 
@@ -143,23 +145,44 @@ def label_skew(y: np.ndarray, parts: list[np.ndarray]) -> float:
     return float(np.mean(distances))
 
 
+DEFAULT_FLOOR = 5
+
+
+def site_floor(n_samples: int, n_sites: int, *, floor: int = DEFAULT_FLOOR) -> int:
+    """The fewest samples a site is dealt: ``floor`` where the pool allows it, else as many as
+    it does (at least one). Small consortia keep their five-sample floor (and their
+    partitions); a population of sites with a handful of samples each, or with the quantity
+    skew of cross-device data, is dealt from the same pool instead of being refused."""
+    n_sites = v.integer(n_sites, "n_sites", minimum=1)
+    if n_sites > n_samples:
+        raise ConfigurationError(f"{n_samples} samples cannot give {n_sites} sites one "
+                                 "sample each")
+    return max(1, min(v.integer(floor, "floor", minimum=1), n_samples // n_sites))
+
+
 def split_local(data: LabelledArrays, *, test_fraction: float = 0.2, seed: int = 0) -> SiteData:
-    """Cut one site's shard into local train/test (each non-empty; needs >= 2 samples)."""
+    """Cut one site's shard into local train/test. A site of one sample trains on it and has
+    an empty local test split (it is left out of the per-site scores); otherwise both are
+    non-empty."""
     test_fraction = v.fraction(test_fraction, "test_fraction")
     n = len(data)
-    if n < 2:
-        raise InvalidInput("a site needs at least 2 samples for a local train/test split")
+    if n < 1:
+        raise InvalidInput("a site needs at least one sample")
+    if n == 1:
+        return SiteData(train=data, test=data.take(np.arange(0)))
     n_test = min(max(1, round(test_fraction * n)), n - 1)
     idx = np.random.default_rng(v.integer(seed, "seed", minimum=0)).permutation(n)
     return SiteData(train=data.take(np.sort(idx[n_test:])), test=data.take(np.sort(idx[:n_test])))
 
 
 def make_site_data(splits: DataSplits, *, n_sites: int, scheme: PartitionScheme,
-                   alpha: float = 0.5, sigma: float = 1.0, min_samples: int = 5,
+                   alpha: float = 0.5, sigma: float = 1.0, min_samples: int | None = None,
                    local_test_fraction: float = 0.2, seed: int = 0) -> list[SiteData]:
-    """Partition ``splits.pool`` and split each share locally: one :class:`SiteData` per site."""
+    """Partition ``splits.pool`` and split each share locally: one :class:`SiteData` per site.
+    ``min_samples`` None: :func:`site_floor` (five, lowered to what the pool allows)."""
+    if min_samples is None:
+        min_samples = site_floor(len(splits.pool), n_sites)
     parts = partition(splits.pool.y, n_sites=n_sites, scheme=scheme, alpha=alpha, sigma=sigma,
-                      min_samples=max(2, v.integer(min_samples, "min_samples", minimum=1)),
-                      seed=seed)
+                      min_samples=v.integer(min_samples, "min_samples", minimum=1), seed=seed)
     return [split_local(splits.pool.take(p), test_fraction=local_test_fraction, seed=seed + i)
             for i, p in enumerate(parts)]

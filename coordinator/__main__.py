@@ -96,6 +96,28 @@ def _check_applies(ctx: click.Context, p: dict[str, Any], strategy: str,
         refuse("--server-lr does not apply to --strategy distillation: there is no server model")
     if given(ctx, "hidden") and set(models) == {"logistic"}:
         refuse("--hidden does not apply to --model logistic (it has no hidden layer)")
+    for name in ("ray_address", "ray_actors"):
+        if given(ctx, name) and p["backend"] != "ray":
+            refuse(f"--{name.replace('_', '-')} applies only with --backend ray")
+    if p["clients_per_round"] is not None and p["sample_rate"] is not None:
+        refuse("give --clients-per-round (K of N) or --sample-rate (Poisson), not both")
+    if p["clients_per_round"] is not None and p["clients_per_round"] > p["sites"]:
+        refuse(f"--clients-per-round {p['clients_per_round']} is more than --sites "
+               f"{p['sites']}")
+    if p["assume_secret_sampling"] and (p["sample_rate"] is None or not dp):
+        refuse("--assume-secret-sampling applies only with --sample-rate (Poisson sampling, "
+               "whose amplification bound is used) and --dp")
+    if (p["clients_per_round"] is not None or p["sample_rate"] is not None) and \
+            strategy == "distillation":
+        refuse("sampled rounds apply to shared-model training, not --strategy distillation")
+    if p["backend"] == "ray":
+        if strategy in ("distillation", "fedper", "fedrep"):
+            refuse(f"--backend ray runs shared-model rounds; --strategy {strategy} runs in "
+                   "process")
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            refuse("--backend ray needs Ray: pip install -e \".[ray]\"")
     if given(ctx, "label_column") and bundled:
         refuse(f"--label-column applies only to a CSV --dataset, not to {p['dataset']}")
     if not bundled and p["label_column"] is None:
@@ -164,6 +186,7 @@ Examples:
   cohort simulate --transfer frozen --out runs/transfer
   cohort simulate --dataset site.csv --label-column outcome --out runs/csv
   cohort simulate --dp-sgd --dp-sgd-noise-multiplier 1.1 --dp-sgd-epsilon 8 --out runs/dpsgd
+  cohort simulate --dataset digits --sites 1000 --clients-per-round 100 --model logistic --dp distributed --backend ray --out runs/scale
 
 \b
 Output files in --out (written into a hidden folder beside it, renamed at the end):
@@ -191,14 +214,20 @@ whose every round aborted exits 3; one refused by a budget before its first roun
                flag_aliases={"algorithm": "--strategy", "dp_sgd": "--dp-sgd",
                              "example_epsilon": "--dp-sgd-epsilon",
                              "example_delta": "--dp-sgd-delta", "baselines": "--no-baselines",
-                             "label_column": "--label-column", "dropout_rate": "--dropout-rate"})
+                             "label_column": "--label-column", "dropout_rate": "--dropout-rate",
+                             "clients_per_round": "--clients-per-round",
+                             "sample_rate": "--sample-rate",
+                             "assume_secret_sampling": "--assume-secret-sampling",
+                             "ray_address": "--ray-address", "ray_actors": "--ray-actors"})
 @click.option("--dataset", default="breast_cancer", metavar="NAME|CSV",
               help=f"A data set that ships with scikit-learn ({', '.join(_DATASETS)}) or the "
                    "path of a CSV file with a header row.")
 @click.option("--label-column", default=None, show_default="none; required with a CSV",
               help="The label column of a CSV --dataset.")
-@click.option("--sites", type=Integer(min=2, max=1000), default=5,
-              help="Number of hospitals in the consortium.")
+@click.option("--sites", type=Integer(min=2, max=1_000_000), default=5,
+              help="Number of sites in the consortium. Each is dealt at least 5 samples where "
+                   "the data allows, else as many as it does (at least one: a population of "
+                   "small sites).")
 @click.option("--rounds", type=Integer(min=1, max=100_000), default=30,
               help="Training rounds.")
 @click.option("--partition", type=_Choice(_PARTITIONS, _PARTITION_ALIASES),
@@ -262,6 +291,26 @@ whose every round aborted exits 3; one refused by a budget before its first roun
 @click.option("--dropout-rate", type=Real(min=0.0, max=1.0, max_open=True), default=0.0,
               help="Chance that a site drops before sending its masked input, per round. A "
                    "round with fewer survivors than the secure sum's threshold aborts.")
+@click.option("--clients-per-round", type=Integer(min=2), default=None,
+              show_default="every site",
+              help="Sampled rounds: K of the sites, uniformly without replacement, each round; "
+                   "the secure sum runs over the K (SecAgg+ graph from the parameter table).")
+@click.option("--sample-rate", type=Real(min=0.0, max=1.0, min_open=True), default=None,
+              show_default="every site",
+              help="Sampled rounds, Poisson: each site takes part in a round with this "
+                   "probability.")
+@click.option("--assume-secret-sampling", is_flag=True, default=False,
+              help="With --sample-rate and --dp: also report epsilon amplified by Poisson "
+                   "sampling, valid only if who took part stays secret from whoever sees the "
+                   "models (not from the coordinator, which knows). Reported beside the "
+                   "default epsilon, which claims no amplification.")
+@click.option("--backend", type=click.Choice(["inprocess", "ray"]), default="inprocess",
+              help="Where the sites run: in this process, or in a pool of Ray actors (many "
+                   "sites per actor; needs pip install -e \".[ray]\"). Same seed, same model.")
+@click.option("--ray-address", default=None, show_default="a local Ray for the run",
+              help="With --backend ray: the address of an existing Ray cluster.")
+@click.option("--ray-actors", type=Integer(min=1, max=10_000), default=2,
+              help="With --backend ray: actors in the pool (each hosts many sites).")
 @click.option("--modulus-bits", type=Integer(min=1, max=64), default=None,
               show_default="chosen by the privacy encoding",
               help="Bits of the secure sum's modulus.")
@@ -326,7 +375,7 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
     from clients import (DatasetName, DPSGDConfig, ModelKind, Optimizer, PartitionScheme,
                          StrategyName)
 
-    from .simulation import SimulationConfig, Transfer, run_simulation
+    from .simulation import Backend, SimulationConfig, Transfer, run_simulation
     from .simulation.report import metric_label
     from privacy import Mechanism
 
@@ -349,7 +398,10 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
         prox_mu=p["prox_mu"], server_lr=p["server_lr"], transfer=Transfer(p["transfer"]),
         dropout_rate=p["dropout_rate"], modulus_bits=p["modulus_bits"],
         baselines=not p["no_baselines"], seed=p["seed"], dp_sgd=dp_sgd,
-        example_epsilon=p["dp_sgd_epsilon"], example_delta=p["dp_sgd_delta"])
+        example_epsilon=p["dp_sgd_epsilon"], example_delta=p["dp_sgd_delta"],
+        backend=Backend(p["backend"]), ray_address=p["ray_address"],
+        ray_actors=p["ray_actors"], clients_per_round=p["clients_per_round"],
+        sample_rate=p["sample_rate"], assume_secret_sampling=p["assume_secret_sampling"])
     label = _validate_data(config)
 
     quiet = p["quiet"]
@@ -381,8 +433,15 @@ def _simulate(ctx: click.Context, p: dict[str, Any], ctrl_c: _CtrlC) -> int:
     if summary[f"student_{m}"] is not None:
         console.print(f"global student {label}: {summary[f'student_{m}']:.4f}")
     if summary["epsilon"] is not None:
+        sampled = summary.get("sampling") is not None
         console.print(f"privacy spent: epsilon = {summary['epsilon']:.3f} at delta = "
-                      f"{summary['delta']:g}")
+                      f"{summary['delta']:g}"
+                      + (" (no amplification by sampling: the coordinator knows who took "
+                         "part)" if sampled else ""))
+    if summary.get("epsilon_amplified") is not None:
+        console.print(f"  under the secret-sampling assumption: epsilon = "
+                      f"{summary['epsilon_amplified']:.3f} at delta = {summary['delta']:g} "
+                      "(amplified by Poisson sampling; does not hold against the coordinator)")
     if summary.get("example_epsilon"):
         worst = max(summary["example_epsilon"].values())
         console.print(f"example-level (DP-SGD, per record) epsilon: up to {worst:.3f} at "

@@ -23,10 +23,12 @@ from privacy import (
     compute_epsilon,
     event_from_dict,
     event_to_dict,
+    largest_epsilon,
+    subsampled_epsilon,
 )
 from secagg.errors import ConfigurationError, InvalidInput
 
-__all__ = ["RoundAccountant"]
+__all__ = ["RoundAccountant", "SampledAccountant"]
 
 STATE_VERSION = 1
 
@@ -99,3 +101,46 @@ class RoundAccountant:
         except (KeyError, TypeError, ValueError) as exc:  # InvalidInput is a ValueError
             raise ConfigurationError(f"not a round accountant state: {exc}") from exc
         self._inner, self._rounds = fresh._inner, fresh._rounds
+
+
+class SampledAccountant:
+    """The privacy cost of a run whose rounds each sum a sample of the sites (DESIGN 5a).
+
+    :meth:`epsilon` is the default claim and makes no use of the sampling: the coordinator
+    knows who took part, so each site's cost is the composition of the rounds it was summed in,
+    and the run's figure is the largest over the sites (each site's ledger holds the same
+    events). :meth:`amplified_epsilon` is reported only under the explicit secret-sampling
+    assumption (``SimulationConfig.assume_secret_sampling``): every round is a Poisson
+    subsample of rate q followed by the round's sum, with the round's event taken with one site
+    fewer summed (so it bounds the release with or without any one site), composed with the
+    Zhu–Wang subsampled-RDP bound (``privacy.subsampled_epsilon``).
+    """
+
+    def __init__(self, site_ids: list[str]) -> None:
+        self._index = {s: i for i, s in enumerate(site_ids)}
+        self._rounds: list[tuple[int, PrivacyEvent, frozenset[int]]] = []
+        self._amplified: list[tuple[PrivacyEvent, float]] = []
+
+    def record(self, event: PrivacyEvent | None, *, round_number: int, included,
+               sample_rate: float | None = None,
+               amplified_event: PrivacyEvent | None = None) -> None:
+        if self._rounds and round_number <= self._rounds[-1][0]:
+            raise InvalidInput(f"round {round_number} is not after the last recorded round")
+        if event is None:
+            return
+        members = frozenset(self._index[s] for s in included)
+        self._rounds.append((round_number, event, members))
+        if sample_rate is not None:
+            self._amplified.append((amplified_event or event, float(sample_rate)))
+
+    def epsilon(self, *, delta: float) -> float:
+        """The largest, over the sites, epsilon of the rounds the site was summed in."""
+        per_site: list[list[PrivacyEvent]] = [[] for _ in self._index]
+        for _, event, members in self._rounds:
+            for i in members:
+                per_site[i].append(event)
+        return largest_epsilon(per_site, delta=delta)
+
+    def amplified_epsilon(self, *, delta: float) -> float:
+        """Epsilon under the secret-sampling assumption (see the class docstring)."""
+        return subsampled_epsilon(self._amplified, delta=delta)

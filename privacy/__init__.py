@@ -6,7 +6,8 @@ The public API is ``__all__``; modules whose names start with ``_`` are internal
 
 from __future__ import annotations
 
-from .accountants import Accountant, PrivacyAccountant, compute_epsilon
+from ._amplify import subsampled_epsilon
+from .accountants import Accountant, PrivacyAccountant, compute_epsilon, largest_epsilon
 from .dpsgd import DPTrainingResult, train_with_dp
 from .encoding import (
     EncodingConfig,
@@ -79,6 +80,8 @@ __all__ = [
     "WeightedSumCodec",
     "centre_lift",
     "compute_epsilon",
+    "largest_epsilon",
+    "subsampled_epsilon",
     "discrete_gaussian_pmf",
     "discrete_gaussian_variance",
     "event_from_dict",

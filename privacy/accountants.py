@@ -28,7 +28,7 @@ from .events import (
     event_to_dict,
 )
 
-__all__ = ["Accountant", "PrivacyAccountant", "compute_epsilon"]
+__all__ = ["Accountant", "PrivacyAccountant", "compute_epsilon", "largest_epsilon"]
 
 
 class Accountant(enum.Enum):
@@ -120,3 +120,40 @@ class PrivacyAccountant:
         if kind is Accountant.PRV and not all(isinstance(e, GaussianEvent) for e in events):
             raise UnsupportedEvent("the PRV accountant only analyses Gaussian events")
         self._accountant, self._events = kind, events
+
+
+def largest_epsilon(compositions: Iterable[Sequence[PrivacyEvent]], *, delta: float) -> float:
+    """The largest :func:`compute_epsilon` (RDP) over several compositions of events — e.g.
+    one per site of a sampled run, each the rounds that site took part in — without computing
+    each one in full: every composition is first bounded on a coarse grid of orders (never
+    below its exact figure), and only those whose bound can still beat the best exact figure
+    found so far are computed exactly."""
+    delta = v.probability(delta, "delta")
+    distinct: dict[tuple, list[PrivacyEvent]] = {}
+    for events in compositions:
+        events = list(events)
+        if events:
+            distinct.setdefault(tuple(sorted(map(repr, events))), events)
+    if not distinct:
+        return 0.0
+    curves: dict[PrivacyEvent, np.ndarray] = {}
+    bounds = []
+    for events in distinct.values():
+        orders = (_rdp.OPACUS_ORDERS if all(isinstance(e, GaussianEvent) for e in events)
+                  else _rdp.ORDERS)
+        total = np.zeros(len(orders))
+        for e in events:
+            key = (e, len(orders))
+            if key not in curves:
+                curves[key] = _rdp.event_rdp(e, orders)
+            total = total + curves[key]
+        with np.errstate(over="ignore", invalid="ignore"):
+            bound, _ = _rdp.rdp_to_epsilon(orders, total, delta)
+        bounds.append((bound, events))
+    bounds.sort(key=lambda b: -b[0])
+    best = -1.0
+    for bound, events in bounds:
+        if bound <= best:
+            break
+        best = max(best, compute_epsilon(events, delta=delta))
+    return best

@@ -30,8 +30,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from . import _testing
 from .config import RoundConfig
 from .errors import InvalidInput, InvalidMessage, ProtocolAbort
-from .graph import NONCE_BYTES, graph_seed, nonce_commitment, ring_holders, ring_order, \
-    roster_graph_seed
+from .graph import NONCE_BYTES, graph_seed, nonce_commitment, nonce_commitments, ring_holders, \
+    ring_order, roster_graph_seed
 from .hazmat import crypto, shamir
 from .hazmat.packing import pack
 from .hazmat.prg import MaskGenerator, word_dtype
@@ -83,10 +83,10 @@ def roster_digest(config: RoundConfig, entries: tuple[RosterEntry, ...],
                   nonces: tuple[tuple[int, bytes], ...]) -> bytes:
     """What a client's view of the roster is: every advertised key, commitment and nonce."""
     h = hashlib.sha256(b"cohort/secagg/v2/roster\x00" + config.tag)
-    for e in entries:
-        h.update(_U32.pack(e.client) + e.channel_key + e.mask_key + e.commitment)
-    for client, nonce in nonces:
-        h.update(_U32.pack(client) + nonce)
+    pack = _U32.pack
+    h.update(b"".join(pack(e.client) + e.channel_key + e.mask_key + e.commitment
+                      for e in entries))
+    h.update(b"".join(pack(client) + nonce for client, nonce in nonces))
     return h.digest()
 
 
@@ -269,10 +269,11 @@ class SecAggClient:
         if [c for c, _ in nonces.nonces] != sorted(entries):
             raise self._abort("the revealed nonces do not cover exactly the roster",
                               Stage.SHARE_KEYS)
-        for client, nonce in nonces.nonces:
-            if nonce_commitment(config.tag, client, nonce) != entries[client].commitment:
-                raise self._abort("a revealed nonce does not open its commitment",
-                                  Stage.SHARE_KEYS)
+        opened = nonce_commitments(config.tag, nonces.nonces)
+        if any(c != entries[client].commitment
+               for c, (client, _) in zip(opened, nonces.nonces)):
+            raise self._abort("a revealed nonce does not open its commitment",
+                              Stage.SHARE_KEYS)
         if dict(nonces.nonces)[self.id] != self._nonce:
             raise self._abort("the server changed this client's nonce", Stage.SHARE_KEYS)
         ordered = tuple(entries[c] for c in sorted(entries))

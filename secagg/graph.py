@@ -17,10 +17,11 @@ choosing whom to list, as it could when the seed was a hash of the roster it pic
 from __future__ import annotations
 
 import hashlib
+import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["NONCE_BYTES", "graph_seed", "nonce_commitment", "roster_graph_seed", "ring_order",
+__all__ = ["NONCE_BYTES", "graph_seed", "nonce_commitment", "nonce_commitments", "roster_graph_seed", "ring_order",
            "ring_holders", "harary_neighbors", "neighbor_map"]
 
 _U32 = struct.Struct(">I")
@@ -36,8 +37,7 @@ def nonce_commitment(round_tag: bytes, client: int, nonce: bytes) -> bytes:
 def graph_seed(round_tag: bytes, nonces: Iterable[tuple[int, bytes]]) -> bytes:
     """SHA-256 over the round tag and every (id, revealed nonce) of the roster, sorted by id."""
     h = hashlib.sha256(b"cohort/secagg/v2/graph\x00" + round_tag)
-    for client, nonce in sorted(nonces):
-        h.update(_U32.pack(client) + nonce)
+    h.update(b"".join(_U32.pack(client) + nonce for client, nonce in sorted(nonces)))
     return h.digest()
 
 
@@ -52,7 +52,18 @@ def roster_graph_seed(round_tag: bytes, roster: Iterable[tuple[int, bytes, bytes
 
 def ring_order(seed: bytes, clients: Iterable[int]) -> list[int]:
     """Clients sorted by SHA-256(seed || id): a permutation no party can steer."""
-    return sorted(clients, key=lambda c: hashlib.sha256(seed + _U32.pack(c)).digest())
+    clients = list(clients)
+    sha, pack = hashlib.sha256, _U32.pack
+    keys = [sha(seed + pack(c)).digest() for c in clients]
+    return [c for _, c in sorted(zip(keys, clients), key=operator.itemgetter(0))]
+
+
+def nonce_commitments(round_tag: bytes, nonces: Iterable[tuple[int, bytes]]) -> list[bytes]:
+    """:func:`nonce_commitment` of every (client, nonce), in order (a client checks the whole
+    roster's: one pass, the prefix built once)."""
+    sha, pack = hashlib.sha256, _U32.pack
+    prefix = b"cohort/secagg/v2/graph-nonce\x00" + round_tag
+    return [sha(prefix + pack(client) + nonce).digest() for client, nonce in nonces]
 
 
 def ring_holders(order: Sequence[int], position: int, k: int) -> list[int]:

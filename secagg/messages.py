@@ -11,6 +11,8 @@ bytes. Nothing is trusted because it parsed: the state machines still check who 
 from __future__ import annotations
 
 import enum
+import itertools
+import operator
 import struct
 from dataclasses import dataclass
 
@@ -127,7 +129,7 @@ class _Reader:
 
 
 def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
-    if any(a >= b for a, b in zip(ids, ids[1:])):
+    if not all(map(operator.lt, ids, itertools.islice(ids, 1, None))):
         raise InvalidMessage("id list is not strictly increasing")
     if not config.client_set.issuperset(ids):
         raise InvalidMessage("id list names a client outside the round")
@@ -136,6 +138,7 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
 _SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
 _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
 _NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
+_ROSTER_RECORD = struct.Struct(f">I{KEY_BYTES}s{KEY_BYTES}s{COMMIT_BYTES}sB")
 _SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
 
 
@@ -187,7 +190,7 @@ class Advertise:
         return cls(sender, c_pk, s_pk, commitment, _signature(r.u8(), r))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: every client builds n of them per round
 class RosterEntry:
     client: int
     channel_key: bytes
@@ -252,11 +255,33 @@ class Roster:
     @classmethod
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Roster":
         n = r.count(config.n)
+        # One fixed-size unpack per entry (every client decodes the whole roster, so this is
+        # the client's O(n) parsing work), then the optional signature.
+        data, pos, size, end = r.data, r.pos, _ROSTER_RECORD.size, len(r.data)
+        if end - pos == n * size:  # no signatures (semi-honest): one pass over the records
+            records = list(_ROSTER_RECORD.iter_unpack(memoryview(data)[pos:end]))
+            if any(rec[4] != 0 for rec in records):
+                raise InvalidMessage("malformed signature flag")
+            r.pos = end
+            entries = [RosterEntry(c, ck, mk, cm, None) for c, ck, mk, cm, _ in records]
+            _check_ids([e.client for e in entries], config)
+            return cls(tuple(entries))
         entries = []
         for _ in range(n):
-            client = r.u32()
-            c_pk, s_pk, commitment = r.take(KEY_BYTES), r.take(KEY_BYTES), r.take(COMMIT_BYTES)
-            entries.append(RosterEntry(client, c_pk, s_pk, commitment, _signature(r.u8(), r)))
+            if pos + size > end:
+                raise InvalidMessage("message is truncated")
+            client, c_pk, s_pk, commitment, has = _ROSTER_RECORD.unpack_from(data, pos)
+            pos += size
+            signature = None
+            if has == 1:
+                if pos + SIGNATURE_BYTES > end:
+                    raise InvalidMessage("message is truncated")
+                signature = bytes(data[pos:pos + SIGNATURE_BYTES])
+                pos += SIGNATURE_BYTES
+            elif has != 0:
+                raise InvalidMessage("malformed signature flag")
+            entries.append(RosterEntry(client, c_pk, s_pk, commitment, signature))
+        r.pos = pos
         _check_ids([e.client for e in entries], config)
         return cls(tuple(entries))
 

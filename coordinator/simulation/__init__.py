@@ -9,11 +9,11 @@ from pathlib import Path
 
 from .audit_record import AuditRecorder
 from .baselines import centralized_score, local_only_scores
-from .config import SimulationConfig, Transfer
+from .config import SECRET_SAMPLING_ASSUMPTION, Backend, SimulationConfig, Transfer
 from .engine import RoundRecord, Simulation, SimulationResult, single_threaded_torch
 from .report import MetricsWriter, plot_rounds, print_table, write_summary
 
-__all__ = ["Transfer", "SimulationConfig", "Simulation", "SimulationResult",
+__all__ = ["Backend", "Transfer", "SimulationConfig", "SECRET_SAMPLING_ASSUMPTION", "Simulation", "SimulationResult",
            "RoundRecord", "run_simulation"]
 
 

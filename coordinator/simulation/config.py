@@ -20,7 +20,7 @@ from cohort.contract import SERVER_OPTIMISERS
 from privacy import Mechanism
 from secagg.errors import ConfigurationError
 
-__all__ = ["Transfer", "SimulationConfig"]
+__all__ = ["Backend", "Transfer", "SimulationConfig", "SECRET_SAMPLING_ASSUMPTION"]
 
 _PERSONAL = {StrategyName.FEDPER: PersonalMode.FEDPER, StrategyName.FEDREP: PersonalMode.FEDREP}
 
@@ -31,6 +31,22 @@ class Transfer(enum.Enum):
     NONE = "none"
     FROZEN = "frozen"
     FINETUNE = "finetune"
+
+
+class Backend(enum.Enum):
+    """Where the sites' halves of a round run: in this process, or in a pool of Ray actors
+    (many sites per actor; the coordinator's half stays in the driver). Same seed, same model."""
+
+    INPROCESS = "inprocess"
+    RAY = "ray"
+
+
+SECRET_SAMPLING_ASSUMPTION = (
+    "amplification by sampling assumes that who is sampled in a round stays secret from "
+    "whoever sees the released models, and that the sampling really is Poisson with the stated "
+    "rate, drawn independently of the data. The coordinator knows who took part, so this "
+    "epsilon does not hold against the coordinator; the default epsilon (no amplification) "
+    "does.")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +96,14 @@ class SimulationConfig:
     dp_sgd: DPSGDConfig | None = None
     example_epsilon: float | None = None
     example_delta: float = 1e-5
+    # -- scale (DESIGN 5a) ---------------------------------------------------------------
+    backend: Backend = Backend.INPROCESS
+    ray_address: str | None = None  # None: a local Ray started for the run
+    ray_actors: int = 2
+    clients_per_round: int | None = None  # K of the N sites, uniformly without replacement
+    sample_rate: float | None = None      # or each site independently with probability q
+    assume_secret_sampling: bool = False  # also report epsilon amplified by Poisson sampling
+    min_site_samples: int | None = None   # None: 5, lowered to what the pool allows (>= 1)
 
     def __post_init__(self) -> None:
         if not isinstance(self.algorithm, StrategyName):
@@ -130,6 +154,51 @@ class SimulationConfig:
                 raise ConfigurationError("example_epsilon must be a positive number")
         if not 0 < self.example_delta < 1:
             raise ConfigurationError("example_delta must lie in (0, 1)")
+        self._check_scale()
+
+    def _check_scale(self) -> None:
+        if not isinstance(self.backend, Backend):
+            raise ConfigurationError("backend must be a Backend")
+        if self.backend is not Backend.RAY and self.ray_address is not None:
+            raise ConfigurationError("ray_address applies only to the Ray backend")
+        if isinstance(self.ray_actors, bool) or not isinstance(self.ray_actors, int) \
+                or self.ray_actors < 1:
+            raise ConfigurationError("ray_actors must be a positive integer")
+        if self.backend is Backend.RAY and (self.distillation or self.personal_mode is not None):
+            raise ConfigurationError(
+                "the Ray backend runs shared-model rounds (FedAvg, FedProx, the server "
+                "optimisers); distillation and personal heads run in process")
+        if self.clients_per_round is not None and self.sample_rate is not None:
+            raise ConfigurationError("give clients_per_round (K of N) or sample_rate (Poisson), "
+                                     "not both")
+        if self.clients_per_round is not None:
+            k = self.clients_per_round
+            if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= self.sites:
+                raise ConfigurationError(f"clients_per_round must be an integer in "
+                                         f"[2, sites={self.sites}]")
+        if self.sample_rate is not None:
+            q = self.sample_rate
+            if not (isinstance(q, (int, float)) and math.isfinite(q) and 0 < q <= 1):
+                raise ConfigurationError("sample_rate must lie in (0, 1]")
+        if self.sampled and self.distillation:
+            raise ConfigurationError("sampled rounds apply to shared-model training")
+        if self.assume_secret_sampling:
+            if self.sample_rate is None:
+                raise ConfigurationError(
+                    "assume_secret_sampling needs Poisson sampling (sample_rate): the "
+                    "amplification bound used is that of Poisson subsampling")
+            if self.dp is Mechanism.NONE:
+                raise ConfigurationError("assume_secret_sampling needs differential privacy "
+                                         "(dp)")
+        if self.min_site_samples is not None and (
+                isinstance(self.min_site_samples, bool)
+                or not isinstance(self.min_site_samples, int) or self.min_site_samples < 1):
+            raise ConfigurationError("min_site_samples must be a positive integer")
+
+    @property
+    def sampled(self) -> bool:
+        """Whether each round runs on a sample of the sites rather than all of them."""
+        return self.clients_per_round is not None or self.sample_rate is not None
 
     @property
     def distillation(self) -> bool:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +36,19 @@ __all__ = ["Consortium", "build_consortium"]
 class Consortium:
     splits: DataSplits
     site_data: list[SiteData]
-    sites: list[Site]
+    sites: list[Site]  # the sites built here (all of them, or a Ray actor's share, or none)
     global_model: nn.Module | None  # None for distillation: there is no shared model
     backbone: Path | None
+    site_ids: list[str] = field(default_factory=list)  # every site of the consortium, in order
+
+    @property
+    def n_train(self) -> np.ndarray:
+        """Every site's number of training samples (public to the simulation's driver)."""
+        return np.array([len(d.train) for d in self.site_data])
+
+
+def site_id(index: int) -> str:
+    return f"hospital-{index + 1:02d}"
 
 
 def _fresh_model(config: SimulationConfig, splits: DataSplits, index: int, seed: int) -> nn.Module:
@@ -45,12 +56,18 @@ def _fresh_model(config: SimulationConfig, splits: DataSplits, index: int, seed:
                       n_outputs=splits.n_outputs, hidden=config.hidden, seed=seed)
 
 
-def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) -> Consortium:
-    """Everything a run starts from, deterministic given ``config.seed``."""
+def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None,
+                     hosted: Sequence[int] | None = None,
+                     fresh_ledgers: bool = True) -> Consortium:
+    """Everything a run starts from, deterministic given ``config.seed``. ``hosted`` (indices)
+    builds only those sites (a Ray actor's share; ``()`` for a driver that hosts none), each
+    exactly as a full build would; ``fresh_ledgers`` False keeps the ledger file (the driver
+    cleared it before the actors open it)."""
     dataset = load_dataset(config.dataset, label_column=config.label_column)
     splits = split_dataset(dataset, seed=config.seed)
     site_data = make_site_data(splits, n_sites=config.sites, scheme=config.partition,
-                               alpha=config.alpha, seed=config.seed)
+                               alpha=config.alpha, seed=config.seed,
+                               min_samples=config.min_site_samples)
     work_dir = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="cohort-"))
     backbone = None
     if config.transfer is not Transfer.NONE:
@@ -69,11 +86,14 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
     ledger_path = work_dir / "ledgers.sqlite"
     if config.dp is not Mechanism.NONE or config.dp_sgd is not None:
         work_dir.mkdir(parents=True, exist_ok=True)  # every DP run keeps its ledgers here
-    for stale in work_dir.glob("ledgers.sqlite*"):
-        stale.unlink()
+    if fresh_ledgers:
+        for stale in work_dir.glob("ledgers.sqlite*"):
+            stale.unlink()
     sites = []
-    for i, data in enumerate(site_data):
-        site_id = f"hospital-{i + 1:02d}"
+    chosen = range(len(site_data)) if hosted is None else hosted
+    for i in chosen:
+        data = site_data[i]
+        site_id_ = site_id(i)
         seed = shared_seed if global_model is not None else config.seed + 20_011 * (i + 1)
         model = _fresh_model(config, splits, i, seed)
         if backbone is not None:
@@ -84,22 +104,23 @@ def build_consortium(config: SimulationConfig, *, work_dir: Path | None = None) 
         ledger = None
         if config.dp is not Mechanism.NONE:
             cap = config.target_epsilon if config.target_epsilon is not None else math.inf
-            ledger = SiteLedger(ledger_path, site_id=site_id,
+            ledger = SiteLedger(ledger_path, site_id=site_id_,
                                 budget=Budget(epsilon=cap, delta=config.delta))
         example_ledger = None
         if config.dp_sgd is not None:  # the same file, its own track and budget
             cap = config.example_epsilon if config.example_epsilon is not None else math.inf
-            example_ledger = SiteLedger(ledger_path, site_id=site_id, track=LedgerTrack.EXAMPLE,
+            example_ledger = SiteLedger(ledger_path, site_id=site_id_, track=LedgerTrack.EXAMPLE,
                                         budget=Budget(epsilon=cap, delta=config.example_delta))
         policy = SitePolicy(min_participants=2, require_secure_aggregation=config.secagg,
                             privacy_budget=None if ledger is None else ledger.budget,
                             dp_sgd=DPSGDRule.REQUIRE if config.dp_sgd else DPSGDRule.ALLOW,
                             example_budget=None if example_ledger is None
                             else example_ledger.budget)
-        sites.append(Site(site_id, data=data, model=model, policy=policy, ledger=ledger,
+        sites.append(Site(site_id_, data=data, model=model, policy=policy, ledger=ledger,
                           example_ledger=example_ledger, seed=config.seed + 31 * (i + 1)))
     return Consortium(splits=splits, site_data=site_data, sites=sites,
-                      global_model=global_model, backbone=backbone)
+                      global_model=global_model, backbone=backbone,
+                      site_ids=[site_id(i) for i in range(len(site_data))])
 
 
 def site_sizes(consortium: Consortium) -> np.ndarray:

@@ -50,13 +50,14 @@ from secagg import choose_parameters
 from secagg.errors import ProtocolAbort
 
 from .._randomness import release_id
-from ..accounting import RoundAccountant
+from ..accounting import RoundAccountant, SampledAccountant
 from ..aggregation import AggregationRound, next_global, worst_charge
 from ..strategies import Strategy, make_strategy
 from ..sum_config import SecureSumConfig
 from ..sum_result import SecureSumResult
-from .config import SimulationConfig
+from .config import Backend, SimulationConfig
 from .consortium import Consortium, build_consortium
+from .pool import FitJob, LocalPool
 from .secure_sum import secure_sum
 from .transport import announce, run_secure_round
 
@@ -79,6 +80,8 @@ class RoundRecord:
     note: str | None = None
     aborted: bool = False  # the secure sum aborted: nothing was revealed, the model unchanged
     example_epsilon: dict[str, float] | None = None  # per site, DP-SGD's (one-record) epsilon
+    epsilon_amplified: float | None = None  # only under the secret-sampling assumption
+    sampled: int | None = None  # sites sampled this round (with sampled rounds)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class SimulationResult:
     epsilon: float | None = None
     metric: str = "accuracy"
     example_epsilon: dict[str, float] | None = None
+    epsilon_amplified: float | None = None  # under the secret-sampling assumption only
 
 
 def _score(result) -> float:
@@ -108,16 +112,26 @@ class Simulation:
                  recorder: Callable[[object], None] | None = None) -> None:
         self.config = config
         self._recorder = recorder  # sees each secure round's transport when it ends (audit)
-        self.consortium: Consortium = build_consortium(config, work_dir=work_dir)
+        ray = config.backend is Backend.RAY
+        self.consortium: Consortium = build_consortium(config, work_dir=work_dir,
+                                                       hosted=() if ray else None)
+        if ray:  # the sites are built in the actors, each exactly as they would be here
+            from .ray_pool import RayPool
+
+            self.pool = RayPool(config, work_dir=work_dir or self.consortium_dir())
+        else:
+            self.pool = LocalPool(self.consortium.sites)
         splits = self.consortium.splits
         self.metric = "accuracy" if splits.task.value == "classification" else "r2"
         self.accountant = RoundAccountant()
+        self.sampled_accountant = SampledAccountant(self.consortium.site_ids)
+        self._sampler = np.random.default_rng([config.seed, 5_001])  # who takes part, per round
         self._rng = np.random.default_rng(config.seed + 7)  # simulated dropouts only
         self._strategy: Strategy | None = None
         self._student = None
         # Each site's example-level DP-SGD events (what it settled on its EXAMPLE track).
         self._example_events: dict[str, list[GaussianEvent]] = {
-            s.site_id: [] for s in self.consortium.sites}
+            s: [] for s in self.consortium.site_ids}
         if config.distillation and config.global_student:
             self._student = make_model(config.models[0], input_shape=splits.feature_shape,
                                        n_outputs=splits.n_outputs, hidden=config.hidden,
@@ -136,19 +150,45 @@ class Simulation:
         survive: what every site must be able to afford before it computes anything."""
         return worst_charge(sum_config, dim, n)
 
-    def _dropouts(self, sites: list[Site]) -> dict[str, list[str]] | None:
+    def consortium_dir(self) -> Path:
+        import tempfile
+
+        return Path(tempfile.mkdtemp(prefix="cohort-"))
+
+    def close(self) -> None:
+        """Release the site pool (the Ray actors; nothing in process)."""
+        self.pool.close()
+
+    def _dropouts(self, sites: list[Site] | list[str]) -> dict[str, list[str]] | None:
         rate = self.config.dropout_rate
         if rate <= 0:
             return None
-        gone = [s.site_id for s in sites if self._rng.random() < rate]
+        ids = [s if isinstance(s, str) else s.site_id for s in sites]
+        gone = [s for s in ids if self._rng.random() < rate]
         return {"masked_input": gone} if gone else None
 
+    def _sample(self) -> list[str]:
+        """This round's cohort, in consortium order: every site, K of N uniformly without
+        replacement, or each site independently with probability q (Poisson)."""
+        cfg = self.config
+        ids = self.consortium.site_ids
+        if cfg.clients_per_round is not None:
+            chosen = np.sort(self._sampler.choice(len(ids), cfg.clients_per_round,
+                                                  replace=False))
+        elif cfg.sample_rate is not None:
+            chosen = np.flatnonzero(self._sampler.random(len(ids)) < cfg.sample_rate)
+        else:
+            return list(ids)
+        return [ids[i] for i in chosen]
+
     def _request(self, round_number: int, task: RoundTask, charge: PrivacyEvent | None,
-                 strategy: StrategyName, *, dp_sgd: DPSGDConfig | None = None) -> RoundRequest:
+                 strategy: StrategyName, *, dp_sgd: DPSGDConfig | None = None,
+                 n_participants: int | None = None) -> RoundRequest:
         # One id per release, made once: it names the secure round and keys every site's
         # reservation and settlement of its charge.
+        n = len(self.consortium.site_ids) if n_participants is None else n_participants
         return RoundRequest(round_number=round_number, strategy=strategy,
-                            n_participants=len(self.consortium.sites),
+                            n_participants=n,
                             secure_aggregation=self.config.secagg, task=task,
                             privacy_charge=charge, dp_sgd=dp_sgd,
                             release_id=release_id(self.config.seed, round_number))
@@ -210,9 +250,74 @@ class Simulation:
         # its old signature for callers that wrap it).
         record = {} if self._recorder is None else {"on_finish": self._recorder}
         result = run_secure_round(aggregation, rounds, dropouts=self._dropouts(sites), **record)
-        if result.event is not None:
-            self.accountant.record(result.event, round_number=request.round_number)
+        self._charge(request, result, sum_config)
         return result
+
+    def _charge(self, request: RoundRequest, result: SecureSumResult,
+                sum_config: SecureSumConfig) -> None:
+        """The run's accounting of one release: every round (as if one site took part in all),
+        each site's own rounds (sampled runs), and the amplified track when assumed."""
+        if result.event is None:
+            return
+        r = request.round_number
+        self.accountant.record(result.event, round_number=r)
+        amplified = None
+        if self.config.assume_secret_sampling and result.secure:
+            # The release with or without any one site: the round's event with one fewer summed.
+            rp = sum_config.round_privacy()
+            amplified = rp.event(result.encoding, survivors=max(1, len(result.included) - 1))
+        self.sampled_accountant.record(result.event, round_number=r, included=result.included,
+                                       sample_rate=self.config.sample_rate,
+                                       amplified_event=amplified)
+
+    def _pool_release(self, request: RoundRequest, sum_config: SecureSumConfig, dim: int,
+                      job: FitJob, cohort: list[str]) -> SecureSumResult:
+        """One shared-model release on the site pool (in process or Ray actors): the same two
+        halves as :meth:`_release`; the sites' side runs wherever the sites live, and only
+        the announcement, protocol bytes and the outcome cross (and, for the clear comparison
+        sum, the clear updates, which is what that path is)."""
+        seed = self.config.seed * 1_000 + request.round_number
+        pool = self.pool
+        if not sum_config.secure:
+            pool.open(job, cohort, announcement=None, seed=seed)
+            try:
+                pool.check()
+                events, updates = pool.train()
+                self._note_example_events(events)
+                pool.reserve()
+            except BaseException:
+                pool.abandon()
+                raise
+            try:
+                result = secure_sum(updates, sum_config, dropouts=self._dropouts(cohort),
+                                    seed=seed, round_id=request.release_id)
+            except ProtocolAbort:
+                pool.abandon()  # an abort reveals nothing
+                raise
+            pool.settle_clear(result.event, result.included)
+            self._charge(request, result, sum_config)
+            return result
+        order = sorted(cohort)
+        aggregation = AggregationRound(sum_config, request=request, cohort=order, dim=dim,
+                                       seed=seed)
+        pool.open(job, order, announcement=aggregation.announcement.to_bytes(), seed=seed)
+        try:
+            pool.check()  # every site can compute before any site does
+            events, _ = pool.train()
+            self._note_example_events(events)
+            pool.reserve()
+        except BaseException:
+            pool.abandon()
+            raise
+        record = {} if self._recorder is None else {"on_finish": self._recorder}
+        result = run_secure_round(aggregation, pool, dropouts=self._dropouts(cohort), **record)
+        self._charge(request, result, sum_config)
+        return result
+
+    def _note_example_events(self, events: dict[str, GaussianEvent | None]) -> None:
+        for site_id, event in events.items():
+            if event is not None:
+                self._example_events[site_id].append(event)
 
     def _clear_release(self, request: RoundRequest, sum_config: SecureSumConfig,
                        sites: list[Site], seed: int, *, work, check) -> SecureSumResult:
@@ -235,8 +340,7 @@ class Simulation:
             raise
         for site_id, release in releases.items():
             release.settle(result.event if site_id in result.included else None)
-        if result.event is not None:
-            self.accountant.record(result.event, round_number=request.round_number)
+        self._charge(request, result, sum_config)
         return result
 
     def _example_epsilon(self) -> dict[str, float] | None:
@@ -247,38 +351,47 @@ class Simulation:
                 for site, events in self._example_events.items()}
 
     def _epsilon(self) -> float | None:
+        """No amplification by sampling (the coordinator knows who took part): with every
+        site in every round, the composition of the rounds; with sampled rounds, the largest
+        over the sites of the composition of the rounds each was summed in."""
         if self.config.dp is Mechanism.NONE or not self.accountant.rounds:
             return None
+        if self.config.sampled:
+            return float(self.sampled_accountant.epsilon(delta=self.config.delta))
         return float(self.accountant.epsilon(delta=self.config.delta))
+
+    def _epsilon_amplified(self) -> float | None:
+        """Only under the explicit secret-sampling assumption (config.SECRET_SAMPLING_ASSUMPTION)."""
+        if not self.config.assume_secret_sampling or not self.accountant.rounds:
+            return None
+        return float(self.sampled_accountant.amplified_epsilon(delta=self.config.delta))
 
     # -- one round per algorithm -----------------------------------------------------------
     def _shared_round(self, r: int, global_flat: np.ndarray) -> tuple[np.ndarray, dict]:
         cfg = self.config
         personal = cfg.personal_mode is not None
         part = Part.BODY if personal else None
-        sites = self.consortium.sites
+        cohort = self._sample()
+        if len(cohort) < 2:  # a Poisson draw can leave too few: nothing is released
+            return global_flat, {"participants": 0, "planned": len(cohort),
+                                 "sampled": len(cohort),
+                                 "note": f"{len(cohort)} site(s) sampled: no round"}
         dp = cfg.dp is not Mechanism.NONE
-        max_weight = 1.0 if dp else float(max(s.n_train for s in sites))
+        max_weight = 1.0 if dp else float(self.consortium.n_train.max())
         sum_config = self._sum_config(clip=cfg.update_clip, max_weight=max_weight)
-        charge = self._worst_charge(sum_config, global_flat.size, len(sites))
-        request = self._request(r, RoundTask.FIT, charge, cfg.algorithm, dp_sgd=cfg.dp_sgd)
+        charge = self._worst_charge(sum_config, global_flat.size, len(cohort))
+        request = self._request(r, RoundTask.FIT, charge, cfg.algorithm, dp_sgd=cfg.dp_sgd,
+                                n_participants=len(cohort))
         prox = cfg.prox_mu if cfg.algorithm is StrategyName.FEDPROX else 0.0
-        fit_args = dict(request=request, epochs=cfg.local_epochs, lr=cfg.local_lr,
-                        optimizer=cfg.local_optimizer, batch_size=cfg.batch_size, prox_mu=prox,
-                        part=part, personal=cfg.personal_mode)
-
-        def fit(site: Site) -> tuple[np.ndarray, float]:
-            update = site.fit(global_flat, **fit_args)
-            if update.example_event is not None:
-                self._example_events[site.site_id].append(update.example_event)
-            # With DP every site weighs the same: the denominator is the (public) number of
-            # sites summed, never a noisy total.
-            return update.delta, 1.0 if dp else float(update.n_samples)
-
-        result = self._release(request, sum_config, global_flat.size, work=fit,
-                               check=lambda site: site.check_fit(global_flat, **fit_args))
+        # With DP every site weighs the same: the denominator is the (public) number of sites
+        # summed, never a noisy total.
+        job = FitJob(request=request, global_flat=global_flat, epochs=cfg.local_epochs,
+                     lr=cfg.local_lr, optimizer=cfg.local_optimizer, batch_size=cfg.batch_size,
+                     prox_mu=prox, part=part, personal=cfg.personal_mode, dp=dp)
+        result = self._pool_release(request, sum_config, global_flat.size, job, cohort)
         new_flat = next_global(self._strategy, global_flat, result, dp=dp)
-        return new_flat, {"participants": len(result.included), "planned": len(sites),
+        return new_flat, {"participants": len(result.included), "planned": len(cohort),
+                          "sampled": len(cohort) if cfg.sampled else None,
                           "wrap_rate": result.wrap_rate,
                           "secure_bytes": result.transcript_bytes}
 
@@ -344,8 +457,16 @@ class Simulation:
         cfg = self.config
         part = Part.BODY if cfg.personal_mode is not None else None
         out = {}
+        if not cfg.distillation and part is None:  # one global model: no site object needed
+            model = _with_params(self.consortium.global_model, global_flat, None)
+            for site_id, data in zip(self.consortium.site_ids, self.consortium.site_data):
+                if len(data.test):  # a one-sample site has no local test split
+                    out[site_id] = _score(evaluate(model, data.test.X, data.test.y))
+            return out
         for i, site in enumerate(self.consortium.sites):
             data = self.consortium.site_data[i].test
+            if not len(data):
+                continue
             if cfg.distillation:
                 out[site.site_id] = _score(evaluate(site.model, data.X, data.y))
                 continue
@@ -360,6 +481,10 @@ class Simulation:
         test = self.consortium.splits.test
         part = Part.BODY if cfg.personal_mode is not None else None
         out = {}
+        if not cfg.distillation and part is None:  # one global model, the same for every site
+            score = _score(evaluate(_with_params(self.consortium.global_model, global_flat, None),
+                                    test.X, test.y))
+            return {site_id: score for site_id in self.consortium.site_ids}
         for site in self.consortium.sites:
             if cfg.distillation:
                 model = site.model
@@ -377,15 +502,18 @@ class Simulation:
         that lets the round in flight finish); a ``KeyboardInterrupt`` raised inside a round
         stops the run too. Either way the result says ``interrupted at round N``."""
         with single_threaded_torch():
-            return self._run(on_round, progress, stop_requested)
+            try:
+                return self._run(on_round, progress, stop_requested)
+            finally:
+                self.close()
 
     def _budget_projection(self, r: int, global_flat: np.ndarray | None) -> dict:
         """What round ``r`` would cost the site closest to its budget: at worst (only the
         fewest sites the secure sum accepts survive; what a site must be able to afford before
         it computes) and at best (every site is summed)."""
         cfg = self.config
-        sites = self.consortium.sites
-        n = len(sites)
+        sites = self.consortium.sites  # those hosted here (with Ray: none, no projection)
+        n = cfg.clients_per_round or len(self.consortium.site_ids)
         if cfg.distillation:
             rows = np.asarray(self.consortium.splits.public.X).shape[0]
             n_out = self.consortium.splits.n_outputs
@@ -482,16 +610,18 @@ class Simulation:
                 except ProtocolAbort as exc:
                     note = f"secure sum aborted in {exc.stage}: {exc}; nothing was revealed"
                     aborted = True
-                    extra = {"participants": 0, "planned": len(self.consortium.sites)}
+                    extra = {"participants": 0, "planned": len(self.consortium.site_ids)}
                 score, loss = self._evaluate(r, global_flat)
                 record = RoundRecord(
                     round=r, accuracy=score, loss=None if math.isnan(loss) else loss,
                     participants=extra.get("participants", 0),
-                    planned=extra.get("planned", len(self.consortium.sites)),
+                    planned=extra.get("planned", len(self.consortium.site_ids)),
                     epsilon=self._epsilon(), example_epsilon=self._example_epsilon(),
+                    epsilon_amplified=self._epsilon_amplified(), sampled=extra.get("sampled"),
                     seconds=time.perf_counter() - start,
                     wrap_rate=extra.get("wrap_rate"), secure_bytes=extra.get("secure_bytes"),
-                    student_accuracy=extra.get("student_accuracy"), note=note,
+                    student_accuracy=extra.get("student_accuracy"),
+                    note=note or extra.get("note"),
                     aborted=aborted)
                 result.rounds.append(record)
                 if on_round is not None:
@@ -506,6 +636,7 @@ class Simulation:
         result.site_accuracy = self._site_scores(cfg.rounds, global_flat)
         result.site_global_accuracy = self._site_global_scores(global_flat)
         result.epsilon = self._epsilon()
+        result.epsilon_amplified = self._epsilon_amplified()
         result.example_epsilon = self._example_epsilon()
         if result.rounds and not all(x.aborted for x in result.rounds):
             result.final_accuracy = result.rounds[-1].accuracy

@@ -101,6 +101,23 @@ def run_status(result: SimulationResult) -> str:
     return "complete"
 
 
+def _sampling(config, amplified: float | None) -> dict[str, Any] | None:
+    """How each round's cohort was drawn, and what each epsilon assumes (None: every site)."""
+    if not config.sampled:
+        return None
+    from .config import SECRET_SAMPLING_ASSUMPTION
+
+    return {
+        "clients_per_round": config.clients_per_round,
+        "sample_rate": config.sample_rate,
+        "population": config.sites,
+        "epsilon_is": "no amplification by sampling: the largest, over the sites, composition "
+                      "of the rounds each site was summed in (the coordinator knows who took "
+                      "part)",
+        "epsilon_amplified_is": None if amplified is None else SECRET_SAMPLING_ASSUMPTION,
+    }
+
+
 def write_summary(out_dir: Path, result: SimulationResult, *,
                   local_only: dict[str, float] | None,
                   local_only_global: dict[str, float] | None,
@@ -118,6 +135,10 @@ def write_summary(out_dir: Path, result: SimulationResult, *,
         f"final_{m}_is": result.final_meaning,
         "epsilon": (result.epsilon if result.epsilon is None
                     else result.epsilon * _PLANT_SUMMARY_EPSILON_SCALE),
+        # Only under the explicit secret-sampling assumption (--assume-secret-sampling):
+        # amplified by Poisson sampling, which does not hold against the coordinator.
+        "epsilon_amplified": result.epsilon_amplified,
+        "sampling": _sampling(result.config, result.epsilon_amplified),
         "delta": result.config.delta if result.epsilon is not None else None,
         "epsilon_budget": result.config.target_epsilon,
         # Example-level (DP-SGD, one record) epsilon per site: a different neighbouring

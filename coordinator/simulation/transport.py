@@ -9,8 +9,15 @@ authenticate it), and the outcome — and injects dropouts by stage as
 message. It records every message the coordinator half was given (:attr:`received`), so a test
 can check that nothing but masked vectors ever reached it.
 
+The sites are either a table of ``clients.SiteRound`` (one per cohort site) or a pool of site
+hosts (``coordinator.simulation.pool``: in this process, or Ray actors holding many sites
+each); the transport hands each stage's messages to them as one batch and gives the replies
+to the coordinator half in client-id order, so the coordinator sees the same sequence of
+messages whichever backend the sites live in.
+
 The wrap rate is the one figure computed from the sites' side here: it needs their clear
-encodings, which no coordinator holds (``SiteRound.signed_encoding``, read in process only).
+encodings, which no coordinator holds (``SiteRound.signed_encoding``, read on the sites' side
+only).
 """
 
 from __future__ import annotations
@@ -50,10 +57,11 @@ class InMemoryTransport:
                  observer: Observer | None = None,
                  on_finish: Callable[["InMemoryTransport"], None] | None = None) -> None:
         cohort = aggregation.announcement.cohort
-        if set(sites) != set(cohort):
+        endpoints = sites if hasattr(sites, "deliver") else _Rounds(sites)
+        if set(endpoints.cohort) != set(cohort):
             raise ValueError("the transport needs exactly the cohort's sites")
         self._aggregation = aggregation
-        self._sites = dict(sites)
+        self._sites = endpoints
         self._order = cohort  # client-id order, as the harness drives its clients
         chosen = None
         if isinstance(dropouts, Mapping):  # a full plan may list an empty consistency_check: no drop
@@ -89,21 +97,27 @@ class InMemoryTransport:
                drops: bool = True) -> None:
         if drops:
             self._alive -= self._drop[stage]
-        for site in [s for s in self._order if s in self._alive]:
-            if outgoing is None:
-                self._to_coordinator(stage, site, self._sites[site].start())
-                continue
-            reply = None
+        alive = [s for s in self._order if s in self._alive]
+        if outgoing is None:
+            started = self._sites.start(alive)
+            for site in alive:
+                self._to_coordinator(stage, site, started[site])
+            return
+        replies = self._sites.deliver({s: outgoing[s] for s in alive
+                                       if outgoing.get(s) is not None})
+        for site in alive:
             message = outgoing.get(site)
-            if message is not None:
+            if message is not None:  # what the coordinator sent, in the audit's order
                 self.sent.append((stage, site, message))
                 self.log.append((stage, False, site, message))
-                try:
-                    reply = self._sites[site].on_message(message)
-                except ProtocolAbort as exc:
-                    self.aborted[site] = str(exc)
-                except InvalidMessage as exc:
-                    self.rejected.append((site, type(exc).__name__, str(exc)))
+            answer = replies.get(site, ("ok", None))
+            reply = None
+            if answer[0] == "ok":
+                reply = answer[1]
+            elif answer[0] == "aborted":
+                self.aborted[site] = answer[1]
+            else:
+                self.rejected.append((site, answer[1], answer[2]))
             if reply is None:
                 self._alive.discard(site)
             else:
@@ -130,9 +144,10 @@ class InMemoryTransport:
             self._finish()
             raise
         result = agg.result()
+        rate = self._wrap_rate(result)  # the sites' side, before they settle and close
         self._tell_outcome(agg.outcome())
         self._finish()
-        return dataclasses.replace(result, wrap_rate=self._wrap_rate(result))
+        return dataclasses.replace(result, wrap_rate=rate)
 
     def _finish(self) -> None:
         if self._on_finish is not None:
@@ -143,14 +158,12 @@ class InMemoryTransport:
         return self._aggregation
 
     def _tell_outcome(self, outcome: RoundOutcome) -> None:
-        data = outcome.to_bytes()
-        for site in self._order:
-            self._sites[site].outcome(RoundOutcome.from_bytes(data))
+        self._sites.outcome(outcome.to_bytes())
 
     def _wrap_rate(self, result: SecureSumResult) -> float:
         """From the sites' side (simulation only): how often the true sum left the window."""
-        vectors = [self._sites[s].signed_encoding for s in self._order if s in result.included]
-        return wrap_rate(_exact_sum(vectors), result.encoding.bits)
+        total, _ = self._sites.exact_sum([s for s in self._order if s in result.included])
+        return wrap_rate(total, result.encoding.bits)
 
 
 def run_secure_round(aggregation: AggregationRound, sites: Mapping[SiteId, SiteRound], *,
@@ -163,9 +176,51 @@ def run_secure_round(aggregation: AggregationRound, sites: Mapping[SiteId, SiteR
                              on_finish=on_finish).run()
 
 
-def _exact_sum(vectors: list[np.ndarray]) -> np.ndarray:
+class _Rounds:
+    """A table of ``SiteRound`` (one per cohort site) seen as one batch of endpoints."""
+
+    def __init__(self, rounds: Mapping[SiteId, SiteRound]) -> None:
+        self._rounds = dict(rounds)
+        self.cohort = list(self._rounds)
+
+    def start(self, site_ids):
+        return {s: self._rounds[s].start() for s in site_ids}
+
+    def deliver(self, messages):
+        out = {}
+        for site, data in messages.items():
+            try:
+                out[site] = ("ok", self._rounds[site].on_message(data))
+            except ProtocolAbort as exc:
+                out[site] = ("aborted", str(exc))
+            except InvalidMessage as exc:
+                out[site] = ("rejected", type(exc).__name__, str(exc))
+        return out
+
+    def outcome(self, data: bytes) -> None:
+        for site_round in self._rounds.values():
+            site_round.outcome(RoundOutcome.from_bytes(data))
+
+    def exact_sum(self, included):
+        vectors = [self._rounds[s].signed_encoding for s in included]
+        largest = max(int(np.abs(z).max()) for z in vectors)
+        return exact_sum(vectors, largest), largest * len(vectors)
+
+
+def merge_sums(parts) -> np.ndarray:
+    """The exact sum of several hosts' partial exact sums, each given with a bound on its
+    magnitude (int64 while the total cannot overflow)."""
+    parts = [(t, big) for t, big in parts if t is not None]
+    if sum(big for _, big in parts) < 2 ** 62 and all(t.dtype != object for t, _ in parts):
+        return np.sum([t for t, _ in parts], axis=0, dtype=np.int64)
+    total = np.zeros(parts[0][0].size, dtype=object)
+    for t, _ in parts:
+        total += t.astype(object)
+    return total
+
+
+def exact_sum(vectors: list[np.ndarray], largest: int) -> np.ndarray:
     """The true integer sum, in int64 when it cannot overflow, else in Python integers."""
-    largest = max(int(np.abs(z).max()) for z in vectors)
     if largest * len(vectors) < 2 ** 62:
         return np.sum(vectors, axis=0, dtype=np.int64)
     total = np.zeros(vectors[0].size, dtype=object)

@@ -107,6 +107,8 @@ def hkdf(ikm: bytes, *, salt: bytes, info: bytes, length: int) -> bytes:
     if not 0 < length <= 255 * 32:
         raise ValueError("HKDF-SHA256 output length must be in 1..8160")
     prk = hmac.digest(salt or bytes(32), ikm, "sha256")
+    if length <= 32:  # every key Cohort derives: one expand block (T(1)), no loop
+        return hmac.digest(prk, info + b"\x01", "sha256")[:length]
     out = b""
     block = b""
     counter = 1
