@@ -85,8 +85,10 @@ class _CanarySimulation(Simulation):
         self._directions = directions
         self._canary_ids = [f"canary-{i + 1:04d}" for i in range(len(directions))]
 
-    def _request(self, round_number, task, charge, strategy, *, dp_sgd=None) -> RoundRequest:
-        request = super()._request(round_number, task, charge, strategy, dp_sgd=dp_sgd)
+    def _request(self, round_number, task, charge, strategy, *, dp_sgd=None,
+                 n_participants=None) -> RoundRequest:
+        request = super()._request(round_number, task, charge, strategy, dp_sgd=dp_sgd,
+                                   n_participants=n_participants)
         return replace(request, n_participants=request.n_participants + len(self._canary_ids))
 
     def _worst_charge(self, sum_config, dim, n):
@@ -116,8 +118,28 @@ class _CanarySimulation(Simulation):
         record = {} if self._recorder is None else {"on_finish": self._recorder}
         result = run_secure_round(aggregation, rounds,
                                   dropouts=self._dropouts(self.consortium.sites), **record)
-        if result.event is not None:
-            self.accountant.record(result.event, round_number=request.round_number)
+        self._charge(request, result, sum_config)
+        return result
+
+    def _charge(self, request, result, sum_config):
+        # The canaries are the audit's instruments, not sites: only the sites' rounds are
+        # composed per site (the round's event itself already counts every summed client).
+        canaries = set(self._canary_ids)
+        sites = frozenset(s for s in result.included if s not in canaries)
+        super()._charge(request, replace(result, included=sites), sum_config)
+
+    def _pool_release(self, request, sum_config, dim, job, cohort):
+        # The canaries join the shared-model round here, in process: the sites' half runs
+        # through _release above with the pool's fit job as each site's work.
+        events = {}
+
+        def work(site):
+            delta, weight, event = job.run(site)
+            events[site.site_id] = event
+            return delta, weight
+
+        result = self._release(request, sum_config, dim, work=work, check=job.check)
+        self._note_example_events(events)
         return result
 
 
