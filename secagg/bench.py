@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .client import SecAggClient
 from .config import RoundConfig
@@ -26,7 +27,8 @@ from .hazmat.prg import MaskGenerator, word_dtype
 from .params import DEFAULT_CORRUPT_RATE, choose_parameters, required_modulus_bits
 from .server import SecAggServer
 
-__all__ = ["BenchConfig", "run_bench", "prg_floor_seconds"]
+__all__ = ["BenchConfig", "run_bench", "prg_floor_seconds", "x25519_floor_seconds",
+           "add_floor_seconds", "protocol_floor_seconds"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,47 @@ def prg_floor_seconds(vectors: int, dim: int, modulus_bits: int, repeats: int = 
             gen.expand(keys[i % len(keys)])
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def x25519_floor_seconds(exchanges: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of ``exchanges`` raw X25519 key agreements (keys loaded once)."""
+    privates = [X25519PrivateKey.generate() for _ in range(16)]
+    publics = [X25519PrivateKey.generate().public_key() for _ in range(16)]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(exchanges):
+            privates[i & 15].exchange(publics[(i >> 4) & 15])
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def add_floor_seconds(vectors: int, dim: int, modulus_bits: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of ``vectors`` in-place wrapping adds of ``dim`` words."""
+    dtype = word_dtype(modulus_bits)
+    acc = np.zeros(dim, dtype=dtype)
+    other = np.frombuffer(os.urandom(dim * dtype.itemsize), dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(vectors):
+            np.add(acc, other, out=acc)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def protocol_floor_seconds(*, expanded: int, exchanges: int, received: int, dim: int,
+                           modulus_bits: int, repeats: int = 3) -> dict[str, float]:
+    """What the server's irreducible work costs on this machine, priced now: raw AES-128-CTR
+    for every mask it must expand, one X25519 per (dropped, surviving neighbour) pair, and one
+    add per entry expanded or received. Returns each part and their sum (``protocol``)."""
+    parts = {
+        "prg": prg_floor_seconds(expanded, dim, modulus_bits, repeats),
+        "x25519": x25519_floor_seconds(exchanges, repeats),
+        "add": add_floor_seconds(expanded + received, dim, modulus_bits, repeats),
+    }
+    parts["protocol"] = parts["prg"] + parts["x25519"] + parts["add"]
+    return parts
 
 
 class _Clock:
@@ -116,10 +159,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     def traced(stage: str, fn, *args):
         if not cfg.memory:
             return server_clock(fn, *args)
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        out = server_clock(fn, *args)
-        peaks[stage] = max(peaks.get(stage, 0), tracemalloc.get_traced_memory()[1] - before)
+        # Traced only inside the server's calls, so the clients run at full speed (tracing
+        # slows allocation-heavy Python severalfold: take timings from a run without --memory).
+        tracemalloc.start()
+        try:
+            out = server_clock(fn, *args)
+            peaks[stage] = max(peaks.get(stage, 0), tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
         return out
 
     def to_server(stage: str, c: int, message: bytes) -> None:
@@ -149,21 +196,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         stage_seconds[name] = server_clock.total - before_total
         return close(name)
 
-    if cfg.memory:
-        tracemalloc.start()
-    try:
-        out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
-        # The graph nonces' commit-then-reveal: the protocol step that keeps the server from
-        # choosing the neighbour graph (timed on its own so its overhead is visible).
-        out = stage("reveal_nonces", out, lambda cl, m: cl.reveal_nonce(m))
-        out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
-        out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
-        if cfg.malicious:
-            out = stage("consistency_check", out, lambda cl, m: cl.consistency_check(m))
-        stage("unmask", out, lambda cl, m: cl.unmask(m))
-    finally:
-        if cfg.memory:
-            tracemalloc.stop()
+    out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
+    # The graph nonces' commit-then-reveal: the protocol step that keeps the server from
+    # choosing the neighbour graph (timed on its own so its overhead is visible).
+    out = stage("reveal_nonces", out, lambda cl, m: cl.reveal_nonce(m))
+    out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
+    out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
+    if cfg.malicious:
+        out = stage("consistency_check", out, lambda cl, m: cl.consistency_check(m))
+    stage("unmask", out, lambda cl, m: cl.unmask(m))
     result = server.result
     survivors = sorted(result.included)
     expected = np.zeros(cfg.dim, dtype=np.uint64)
@@ -173,8 +214,13 @@ def run_bench(cfg: BenchConfig) -> dict:
     correct = bool(np.array_equal(result.aggregate.astype(np.uint64), expected))
 
     alive = set(survivors)
-    prg_vectors = len(survivors) + sum(len(server.neighbors[d] & alive) for d in sorted(dropped))
-    floor = prg_floor_seconds(prg_vectors, cfg.dim, modulus_bits)
+    pairs = sum(len(server.neighbors[d] & alive) for d in sorted(dropped)
+                if d in server.neighbors)
+    prg_vectors = len(survivors) + pairs
+    floors = protocol_floor_seconds(expanded=prg_vectors, exchanges=pairs,
+                                    received=len(survivors), dim=cfg.dim,
+                                    modulus_bits=modulus_bits)
+    floor = floors["prg"]
     client_times = [client_clock[c].total for c in survivors]
     upload_mean = sum(upload[c] for c in survivors) / len(survivors)
     report = {
@@ -196,6 +242,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         "server_prg_vectors": prg_vectors,
         "prg_floor_seconds": floor,
         "server_over_prg_floor": server_clock.total / floor,
+        "server_x25519_pairs": pairs,
+        "x25519_floor_seconds": floors["x25519"],
+        "add_floor_seconds": floors["add"],
+        "protocol_floor_seconds": floors["protocol"],
+        "server_over_protocol_floor": server_clock.total / floors["protocol"],
         "correct": correct,
     }
     if cfg.memory:

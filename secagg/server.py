@@ -226,27 +226,35 @@ class SecAggServer:
                 crypto.verify(public, message.signature, b"consistency",
                               self._view_payload())
         elif isinstance(message, UnmaskShares):
-            u = message.sender
-            allowed = self._neighbors[u]
-            survivors, dropped = self._survivor_set, self._dropped_set
+            expected = self._revealable(message.sender)
+            prime = shamir.PRIME
+            from_bytes = int.from_bytes
             points = []
             for about, kind, share in message.shares:
-                if about == u:
-                    ok = kind is ShareKind.SELF_MASK_SEED
-                elif about in allowed and about in survivors:
-                    ok = kind is ShareKind.SELF_MASK_SEED and u in self._neighbors[about]
-                elif about in allowed and about in dropped:
-                    ok = kind is ShareKind.MASK_KEY and u in self._neighbors[about]
-                else:
-                    ok = False
-                if not ok:
+                if expected.get(about) is not kind:
                     raise InvalidMessage("a revealed share is not one this client may reveal")
-                y = int.from_bytes(share, "big")
-                if y >= shamir.PRIME:
+                y = from_bytes(share, "big")
+                if y >= prime:
                     raise InvalidMessage("a revealed share is out of range")
                 points.append((about, kind, y))
             return points
         return None
+
+    def _revealable(self, u: int) -> dict[int, ShareKind]:
+        """The one share kind ``u`` may reveal about each client it holds a share of: its own
+        and each surviving neighbour's self-mask seed, each dropped neighbour's mask key (only
+        for neighbours whose graph names u too; never both kinds for anyone)."""
+        neighbors, survivors, dropped = self._neighbors, self._survivor_set, self._dropped_set
+        seed, key = ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY
+        out: dict[int, ShareKind] = {}
+        for v in neighbors[u]:
+            if u in neighbors[v]:
+                if v in survivors:
+                    out[v] = seed
+                elif v in dropped:
+                    out[v] = key
+        out[u] = seed
+        return out
 
     def _view_payload(self) -> bytes:
         return consistency_payload(self.config, self._roster_digest, self._u3, self._dropped)
@@ -260,9 +268,15 @@ class SecAggServer:
             self._received[sender] = True
         elif isinstance(message, UnmaskShares):
             seeds, keys, ranks = self._b_points, self._s_points, self._ranks
+            seed = ShareKind.SELF_MASK_SEED
             for about, kind, y in prepared:
-                target = seeds if kind is ShareKind.SELF_MASK_SEED else keys
-                target.setdefault(about, []).append((ranks[about][sender], y, sender))
+                target = seeds if kind is seed else keys
+                point = (ranks[about][sender], y, sender)
+                held = target.get(about)
+                if held is None:
+                    target[about] = [point]
+                else:
+                    held.append(point)
             self._received[sender] = True
         else:
             if isinstance(message, Advertise):
