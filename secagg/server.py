@@ -379,8 +379,15 @@ class SecAggServer:
         self._neighbors = {u: frozenset(v for v in ranked[u] if v in live) for u in live}
         # Shamir x-coordinate of each holder's share of u's secrets: u itself is 1, its i-th
         # nearest neighbour in the cohort's graph i + 2 (the clients compute the same).
-        self._ranks = {u: {v: i + 2 for i, v in enumerate(ranked[u]) if v in live} | {u: 1}
-                       for u in live}
+        ranks = {}
+        for u in live:
+            order = ranked[u]
+            own = dict(zip(order, range(2, len(order) + 2)))
+            if len(self._neighbors[u]) != len(order):
+                own = {v: x for v, x in own.items() if v in live}
+            own[u] = 1
+            ranks[u] = own
+        self._ranks = ranks
 
     def _recover(self, wanted: list[tuple[int, list[tuple[int, int, int]] | None, str,
                                           Callable[[int], bool]]]) -> list[int]:
@@ -388,7 +395,9 @@ class SecAggServer:
         decoded with error correction and the holders of wrong shares named."""
         t = self.config.threshold
         for client, points, what, _ in wanted:
-            if points is None or len({x for x, _, _ in points}) < t:
+            # x-coordinates are distinct by construction: one message per holder, each naming
+            # an owner at most once, and a holder's rank is injective per owner.
+            if points is None or len(points) < t:
                 raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
         # The nearest holders first: most secrets then use the same x-coordinates, and share
         # their Lagrange weights.
