@@ -140,7 +140,6 @@ class PackedAccumulator:
         self.dtype = word_dtype(bits)
         self._size = packed_size(dim, bits)
         self._total = np.zeros(dim, dtype=self.dtype)
-        self._scratch = np.empty(dim, dtype=self.dtype)
         self._lanes = _lanes(bits, dim)
         self._state: list[dict] = []
         for width, shift, offset, length in self._lanes:
@@ -172,16 +171,10 @@ class PackedAccumulator:
                                             state["length"])
             if width >= 16:
                 lane = np.frombuffer(data, dtype=_NATIVE[width], count=self.dim, offset=offset)
-                if lane.dtype.itemsize == total.dtype.itemsize:
+                if shift == 0:
                     np.add(total, lane, out=total, casting="unsafe")
-                    continue
-                # A mixed-width add runs numpy's slow buffered casting loop; widening into a
-                # reused buffer first and then adding like with like is about twice as fast.
-                scratch = self._scratch
-                np.copyto(scratch, lane, casting="unsafe")
-                if shift:  # a 16-bit lane above a 32-bit one (bits >= 48): total is uint64
-                    np.left_shift(scratch, self.dtype.type(shift), out=scratch)
-                np.add(total, scratch, out=total)
+                else:  # a 16-bit lane above a 32-bit one (bits >= 48): total is uint64
+                    total += lane.astype(self.dtype) << self.dtype.type(shift)
                 continue
             if state["pending"] == state["limit"]:
                 self._flush(state)
@@ -268,7 +261,7 @@ class PackedAccumulator:
 
     @property
     def nbytes(self) -> int:
-        n = self._total.nbytes + self._scratch.nbytes
+        n = self._total.nbytes
         for state in self._state:
             for key in ("even", "odd", "tmp", "tail"):
                 if key in state:
