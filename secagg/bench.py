@@ -5,7 +5,15 @@ to the server (so the server never holds more than one masked vector besides its
 Each party's compute is timed separately. The PRG floor is what the server's mask expansion alone
 costs as raw AES-128-CTR ``update_into`` on this machine, measured in the same run on exactly the
 number of mask vectors the server had to expand, so ``server_seconds / prg_floor_seconds`` is a
-ratio that the machine's speed and load cancel out of.
+ratio that the machine's speed and load cancel out of. The protocol floor adds what else the
+server cannot avoid, priced the same way: one X25519 per (dropped, surviving neighbour) pair and
+one in-place add per vector expanded or received (``protocol_floor_seconds``).
+
+With ``memory``, tracemalloc runs inside the server's calls only (the clients run untraced), and
+the report gives the largest allocation peak of any one call plus the accumulator the server
+holds between calls (its vector memory, O(dim) whatever the number of clients), and the same
+with the share_keys relay, whose O(clients * neighbours) sealed shares the protocol makes the
+server hold for a stage. Tracing slows the server: take timings from a run without it.
 """
 
 from __future__ import annotations
@@ -152,8 +160,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     server_clock = _Clock()
     stage_seconds: dict[str, float] = {}
     upload = {c: 0 for c in range(n)}
-    # Per server call: the peak of traced memory above what was allocated just before the call
-    # (clients allocate between calls, so a global peak would count their state too).
+    # Per server call: the peak of what the call allocated (traced from its start, so the
+    # clients' state, allocated between calls, is never counted).
     peaks: dict[str, int] = {}
 
     def traced(stage: str, fn, *args):

@@ -133,6 +133,7 @@ def _check_ids(ids: tuple[int, ...] | list[int], config: RoundConfig) -> None:
         raise InvalidMessage("id list names a client outside the round")
 
 
+_UNSIGNED_ENTRY = struct.Struct(f">I{KEY_BYTES}s{KEY_BYTES}s{COMMIT_BYTES}sB")
 _SEALED_RECORD = struct.Struct(f">I{SEALED_SHARE_BYTES}s")
 _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
 _NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
@@ -252,6 +253,18 @@ class Roster:
     @classmethod
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Roster":
         n = r.count(config.n)
+        # Unsigned rosters (semi-honest rounds) are fixed-size records: parse them in one pass,
+        # since every client decodes the whole roster (n entries each). Anything else, or any
+        # record whose flag is not 0, goes through the general reader below.
+        size = n * _UNSIGNED_ENTRY.size
+        if len(r.data) - r.pos == size:
+            records = list(_UNSIGNED_ENTRY.iter_unpack(r.data[r.pos:r.pos + size]))
+            if not any(flag for *_, flag in records):
+                r.pos += size
+                entries = [RosterEntry(c, c_pk, s_pk, commitment, None)
+                           for c, c_pk, s_pk, commitment, _ in records]
+                _check_ids([e.client for e in entries], config)
+                return cls(tuple(entries))
         entries = []
         for _ in range(n):
             client = r.u32()

@@ -145,3 +145,22 @@ def test_bench_at_population_scale_stays_in_vector_memory():
                                   progress=False))
     assert small["correct"] and large["correct"]
     assert large["server_vector_peak_bytes"] <= 1.2 * small["server_vector_peak_bytes"]
+
+
+@settings(max_examples=30)
+@given(count=st.integers(8, 20), signed=st.sets(st.integers(0, 19)), seed=st.integers(0, 2**16))
+def test_roster_fast_parse_equals_the_general_reader(count, signed, seed):
+    """Unsigned rosters take the one-pass record parser; any signed entry, the general reader:
+    both give back exactly what was encoded."""
+    from secagg.messages import Kind, Roster, RosterEntry, decode
+
+    rng = np.random.default_rng(seed)
+    config = RoundConfig(round_id=bytes(32), clients=tuple(range(count)), dim=4, modulus_bits=20,
+                         neighbors=count - 1, threshold=max(2, count // 2 + 1))
+
+    def blob(n: int) -> bytes:
+        return rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+
+    entries = tuple(RosterEntry(c, blob(32), blob(32), blob(32), blob(64) if c in signed else None)
+                    for c in range(count))
+    assert decode(Roster(entries).encode(config), config, Kind.ROSTER).entries == entries
