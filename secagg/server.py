@@ -46,7 +46,6 @@ from .messages import (
     Advertise,
     ConsistencyRequest,
     ConsistencySignature,
-    Delivery,
     Kind,
     MaskedInput,
     Nonces,
@@ -58,6 +57,7 @@ from .messages import (
     UnmaskRequest,
     UnmaskShares,
     decode,
+    encode_deliveries,
     peek,
 )
 from .stages import Stage
@@ -278,6 +278,9 @@ class SecAggServer:
                 else:
                     held.append(point)
             self._received[sender] = True
+        elif isinstance(message, Shares):
+            # What share_keys' close needs, not the parsed records: one bytes object per sender.
+            self._received[sender] = (message.commitment, message.records)
         else:
             if isinstance(message, Advertise):
                 self._keys_seen.update((message.channel_key, message.mask_key))
@@ -327,17 +330,12 @@ class SecAggServer:
             self._next(ServerState.SHARE_KEYS, self._advertised)
             return {c: message for c in self._advertised}
         if state is ServerState.SHARE_KEYS:
-            shares: dict[int, Shares] = dict(self._received)
+            shares: dict[int, tuple[bytes, bytes]] = dict(self._received)
             self._require(len(shares), "shared their keys")
-            inbox: dict[int, list[tuple[int, bytes]]] = {u: [] for u in shares}
-            for u in sorted(shares):
-                for v, sealed in shares[u].sealed:
-                    if v in inbox:
-                        inbox[v].append((u, sealed))
-            self._commitments = {u: s.commitment for u, s in shares.items()}
+            self._commitments = {u: commitment for u, (commitment, _) in shares.items()}
             self._u2 = tuple(sorted(shares))
             self._next(ServerState.MASKED_INPUT, shares)
-            return {v: Delivery(v, tuple(items)).encode(config) for v, items in inbox.items()}
+            return encode_deliveries(config, {u: records for u, (_, records) in shares.items()})
         if state is ServerState.MASKED_INPUT:
             self._require(len(self._received), "sent their masked input")
             self._u3 = tuple(sorted(self._received))

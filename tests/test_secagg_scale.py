@@ -164,3 +164,33 @@ def test_roster_fast_parse_equals_the_general_reader(count, signed, seed):
     entries = tuple(RosterEntry(c, blob(32), blob(32), blob(32), blob(64) if c in signed else None)
                     for c in range(count))
     assert decode(Roster(entries).encode(config), config, Kind.ROSTER).entries == entries
+
+
+@settings(max_examples=30)
+@given(count=st.integers(8, 16), seed=st.integers(0, 2**16), data=st.data())
+def test_bulk_share_routing_equals_one_delivery_at_a_time(count, seed, data):
+    """encode_deliveries is byte for byte the Delivery each recipient would get from the
+    per-share loop, including neighbours that never shared (their records are dropped)."""
+    from secagg.messages import SEALED_SHARE_BYTES, Delivery, Shares, encode_deliveries
+
+    rng = np.random.default_rng(seed)
+    config = RoundConfig(round_id=bytes(32), clients=tuple(range(count)), dim=4, modulus_bits=20,
+                         neighbors=count - 1, threshold=count // 2 + 1)
+    shared = sorted(data.draw(st.sets(st.sampled_from(range(count)), min_size=1)))
+    sent = {}
+    for u in shared:
+        to = sorted(data.draw(st.sets(st.sampled_from([v for v in range(count) if v != u]))))
+        sealed = tuple((v, rng.integers(0, 256, SEALED_SHARE_BYTES, dtype=np.uint8).tobytes())
+                       for v in to)
+        sent[u] = Shares(u, bytes(32), sealed)
+    records = {u: Shares._decode(u, _reader(m.encode(config)), config).records
+               for u, m in sent.items()}
+    expected = {v: Delivery(v, tuple((u, ct) for u in shared for w, ct in sent[u].sealed
+                                     if w == v)).encode(config) for v in shared}
+    assert encode_deliveries(config, records) == expected
+
+
+def _reader(data: bytes):
+    from secagg.messages import HEADER_BYTES, _Reader
+
+    return _Reader(data, HEADER_BYTES)
