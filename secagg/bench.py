@@ -163,6 +163,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     # Per server call: the peak of what the call allocated (traced from its start, so the
     # clients' state, allocated between calls, is never counted).
     peaks: dict[str, int] = {}
+    by_call: dict[str, dict[str, int]] = {}
 
     def traced(stage: str, fn, *args):
         if not cfg.memory:
@@ -172,7 +173,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         tracemalloc.start()
         try:
             out = server_clock(fn, *args)
-            peaks[stage] = max(peaks.get(stage, 0), tracemalloc.get_traced_memory()[1])
+            peak = tracemalloc.get_traced_memory()[1]
+            peaks[stage] = max(peaks.get(stage, 0), peak)
+            call = by_call.setdefault(stage, {"receive": 0, "close": 0})
+            side = "close" if fn == server.close_stage else "receive"
+            call[side] = max(call[side], peak)
         finally:
             tracemalloc.stop()
         return out
@@ -266,4 +271,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         report["server_vector_peak_bytes"] = held + max(peaks.get("masked_input", 0),
                                                         peaks.get("unmask", 0))
         report["server_peak_bytes"] = held + max(peaks.values())
+        # Streaming the masked vectors in: the accumulator plus what one receive allocates.
+        report["server_peak_bytes_by_call"] = by_call
+        report["server_stream_peak_bytes"] = held + by_call.get("masked_input",
+                                                                {}).get("receive", 0)
     return report
