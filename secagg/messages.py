@@ -349,13 +349,18 @@ def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict
     recipient_of = table[:, :4].copy().view(">u4").ravel().astype(np.int64)
     order = np.lexsort((sender_of, recipient_of))
     order = order[np.isin(recipient_of[order], ids)]
-    routed = table[order]
-    routed[:, :4] = sender_of[order].astype(">u4").view(np.uint8).reshape(-1, 4)
+    from_ids = sender_of.astype(">u4").view(np.uint8).reshape(-1, 4)
     recipients = recipient_of[order]
     starts = np.searchsorted(recipients, ids, side="left").tolist()
     stops = np.searchsorted(recipients, ids, side="right").tolist()
-    return {v: header + _U32.pack(v) + _U32.pack(b - a) + routed[a:b].tobytes()
-            for v, a, b in zip(senders, starts, stops)}
+    out = {}
+    for v, a, b in zip(senders, starts, stops):
+        # One recipient's rows at a time: no second copy of every share besides the output.
+        rows = order[a:b]
+        part = table[rows]
+        part[:, :4] = from_ids[rows]
+        out[v] = header + _U32.pack(v) + _U32.pack(b - a) + part.tobytes()
+    return out
 
 
 @dataclass(frozen=True)
