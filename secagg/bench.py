@@ -5,7 +5,15 @@ to the server (so the server never holds more than one masked vector besides its
 Each party's compute is timed separately. The PRG floor is what the server's mask expansion alone
 costs as raw AES-128-CTR ``update_into`` on this machine, measured in the same run on exactly the
 number of mask vectors the server had to expand, so ``server_seconds / prg_floor_seconds`` is a
-ratio that the machine's speed and load cancel out of.
+ratio that the machine's speed and load cancel out of. The protocol floor adds what else the
+server cannot avoid, priced the same way: one X25519 per (dropped, surviving neighbour) pair and
+one in-place add per vector expanded or received (``protocol_floor_seconds``).
+
+With ``memory``, tracemalloc runs inside the server's calls only (the clients run untraced), and
+the report gives the largest allocation peak of any one call plus the accumulator the server
+holds between calls (its vector memory, O(dim) whatever the number of clients), and the same
+with the share_keys relay, whose O(clients * neighbours) sealed shares the protocol makes the
+server hold for a stage. Tracing slows the server: take timings from a run without it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from .client import SecAggClient
 from .config import RoundConfig
@@ -26,7 +35,8 @@ from .hazmat.prg import MaskGenerator, word_dtype
 from .params import DEFAULT_CORRUPT_RATE, choose_parameters, required_modulus_bits
 from .server import SecAggServer
 
-__all__ = ["BenchConfig", "run_bench", "prg_floor_seconds"]
+__all__ = ["BenchConfig", "run_bench", "prg_floor_seconds", "x25519_floor_seconds",
+           "add_floor_seconds", "protocol_floor_seconds"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,47 @@ def prg_floor_seconds(vectors: int, dim: int, modulus_bits: int, repeats: int = 
             gen.expand(keys[i % len(keys)])
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def x25519_floor_seconds(exchanges: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of ``exchanges`` raw X25519 key agreements (keys loaded once)."""
+    privates = [X25519PrivateKey.generate() for _ in range(16)]
+    publics = [X25519PrivateKey.generate().public_key() for _ in range(16)]
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for i in range(exchanges):
+            privates[i & 15].exchange(publics[(i >> 4) & 15])
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def add_floor_seconds(vectors: int, dim: int, modulus_bits: int, repeats: int = 3) -> float:
+    """Best-of-``repeats`` time of ``vectors`` in-place wrapping adds of ``dim`` words."""
+    dtype = word_dtype(modulus_bits)
+    acc = np.zeros(dim, dtype=dtype)
+    other = np.frombuffer(os.urandom(dim * dtype.itemsize), dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(vectors):
+            np.add(acc, other, out=acc)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def protocol_floor_seconds(*, expanded: int, exchanges: int, received: int, dim: int,
+                           modulus_bits: int, repeats: int = 3) -> dict[str, float]:
+    """What the server's irreducible work costs on this machine, priced now: raw AES-128-CTR
+    for every mask it must expand, one X25519 per (dropped, surviving neighbour) pair, and one
+    add per entry expanded or received. Returns each part and their sum (``protocol``)."""
+    parts = {
+        "prg": prg_floor_seconds(expanded, dim, modulus_bits, repeats),
+        "x25519": x25519_floor_seconds(exchanges, repeats),
+        "add": add_floor_seconds(expanded + received, dim, modulus_bits, repeats),
+    }
+    parts["protocol"] = parts["prg"] + parts["x25519"] + parts["add"]
+    return parts
 
 
 class _Clock:
@@ -109,17 +160,26 @@ def run_bench(cfg: BenchConfig) -> dict:
     server_clock = _Clock()
     stage_seconds: dict[str, float] = {}
     upload = {c: 0 for c in range(n)}
-    # Per server call: the peak of traced memory above what was allocated just before the call
-    # (clients allocate between calls, so a global peak would count their state too).
+    # Per server call: the peak of what the call allocated (traced from its start, so the
+    # clients' state, allocated between calls, is never counted).
     peaks: dict[str, int] = {}
+    by_call: dict[str, dict[str, int]] = {}
 
     def traced(stage: str, fn, *args):
         if not cfg.memory:
             return server_clock(fn, *args)
-        tracemalloc.reset_peak()
-        before = tracemalloc.get_traced_memory()[0]
-        out = server_clock(fn, *args)
-        peaks[stage] = max(peaks.get(stage, 0), tracemalloc.get_traced_memory()[1] - before)
+        # Traced only inside the server's calls, so the clients run at full speed (tracing
+        # slows allocation-heavy Python severalfold: take timings from a run without --memory).
+        tracemalloc.start()
+        try:
+            out = server_clock(fn, *args)
+            peak = tracemalloc.get_traced_memory()[1]
+            peaks[stage] = max(peaks.get(stage, 0), peak)
+            call = by_call.setdefault(stage, {"receive": 0, "close": 0})
+            side = "close" if fn == server.close_stage else "receive"
+            call[side] = max(call[side], peak)
+        finally:
+            tracemalloc.stop()
         return out
 
     def to_server(stage: str, c: int, message: bytes) -> None:
@@ -149,21 +209,15 @@ def run_bench(cfg: BenchConfig) -> dict:
         stage_seconds[name] = server_clock.total - before_total
         return close(name)
 
-    if cfg.memory:
-        tracemalloc.start()
-    try:
-        out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
-        # The graph nonces' commit-then-reveal: the protocol step that keeps the server from
-        # choosing the neighbour graph (timed on its own so its overhead is visible).
-        out = stage("reveal_nonces", out, lambda cl, m: cl.reveal_nonce(m))
-        out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
-        out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
-        if cfg.malicious:
-            out = stage("consistency_check", out, lambda cl, m: cl.consistency_check(m))
-        stage("unmask", out, lambda cl, m: cl.unmask(m))
-    finally:
-        if cfg.memory:
-            tracemalloc.stop()
+    out = stage("advertise_keys", None, lambda cl, _: cl.advertise_keys())
+    # The graph nonces' commit-then-reveal: the protocol step that keeps the server from
+    # choosing the neighbour graph (timed on its own so its overhead is visible).
+    out = stage("reveal_nonces", out, lambda cl, m: cl.reveal_nonce(m))
+    out = stage("share_keys", out, lambda cl, m: cl.share_keys(m))
+    out = stage("masked_input", out, lambda cl, m: cl.masked_input(m, bases[cl.id % 4]))
+    if cfg.malicious:
+        out = stage("consistency_check", out, lambda cl, m: cl.consistency_check(m))
+    stage("unmask", out, lambda cl, m: cl.unmask(m))
     result = server.result
     survivors = sorted(result.included)
     expected = np.zeros(cfg.dim, dtype=np.uint64)
@@ -173,8 +227,13 @@ def run_bench(cfg: BenchConfig) -> dict:
     correct = bool(np.array_equal(result.aggregate.astype(np.uint64), expected))
 
     alive = set(survivors)
-    prg_vectors = len(survivors) + sum(len(server.neighbors[d] & alive) for d in sorted(dropped))
-    floor = prg_floor_seconds(prg_vectors, cfg.dim, modulus_bits)
+    pairs = sum(len(server.neighbors[d] & alive) for d in sorted(dropped)
+                if d in server.neighbors)
+    prg_vectors = len(survivors) + pairs
+    floors = protocol_floor_seconds(expanded=prg_vectors, exchanges=pairs,
+                                    received=len(survivors), dim=cfg.dim,
+                                    modulus_bits=modulus_bits)
+    floor = floors["prg"]
     client_times = [client_clock[c].total for c in survivors]
     upload_mean = sum(upload[c] for c in survivors) / len(survivors)
     report = {
@@ -196,6 +255,11 @@ def run_bench(cfg: BenchConfig) -> dict:
         "server_prg_vectors": prg_vectors,
         "prg_floor_seconds": floor,
         "server_over_prg_floor": server_clock.total / floor,
+        "server_x25519_pairs": pairs,
+        "x25519_floor_seconds": floors["x25519"],
+        "add_floor_seconds": floors["add"],
+        "protocol_floor_seconds": floors["protocol"],
+        "server_over_protocol_floor": server_clock.total / floors["protocol"],
         "correct": correct,
     }
     if cfg.memory:
@@ -207,4 +271,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         report["server_vector_peak_bytes"] = held + max(peaks.get("masked_input", 0),
                                                         peaks.get("unmask", 0))
         report["server_peak_bytes"] = held + max(peaks.values())
+        # Streaming the masked vectors in: the accumulator plus what one receive allocates.
+        report["server_peak_bytes_by_call"] = by_call
+        report["server_stream_peak_bytes"] = held + by_call.get("masked_input",
+                                                                {}).get("receive", 0)
     return report

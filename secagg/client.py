@@ -22,6 +22,7 @@ import enum
 import hashlib
 import os
 import struct
+from array import array
 from collections.abc import Mapping
 
 import numpy as np
@@ -150,13 +151,14 @@ class SecAggClient:
         self._s: crypto.KeyPair | None = None
         self._nonce: bytes | None = None
         self._commitment: bytes | None = None
-        self._roster: dict[int, RosterEntry] = {}
+        self._roster_message: bytes | None = None
+        self._unadvertised: frozenset[int] = frozenset()
         self._roster_digest: bytes | None = None
         self._seed: bytes | None = None
         self._mask_keys: dict[int, bytes] = {}
         self._neighbors: frozenset[int] = frozenset()
         self._live: frozenset[int] = frozenset()
-        self._ring: list[int] = []
+        self._ring: array = array("I")
         self.holder_ranks: dict[int, int] = {}
         """Shamir x-coordinate of each holder of this client's shares (public, for audits)."""
         self._own_shares: tuple[int, int] | None = None
@@ -255,7 +257,9 @@ class SecAggClient:
         if len({e.channel_key for e in roster.entries} | {e.mask_key for e in roster.entries}) \
                 != 2 * len(entries):
             raise self._abort("the roster repeats a public key", Stage.SHARE_KEYS)
-        self._roster = entries
+        # Keep the checked message, not its decoded entries: n objects per client would make
+        # a cohort's clients O(n^2) in memory; share_keys decodes it again (it cannot change).
+        self._roster_message = message
         self.state = ClientState.AWAIT_NONCES
         return Reveal(self.id, self._nonce).encode(config)
 
@@ -265,7 +269,8 @@ class SecAggClient:
         self._expect(ClientState.AWAIT_NONCES)
         config = self.config
         nonces: Nonces = decode(message, config, Kind.NONCES)
-        entries = self._roster
+        roster: Roster = decode(self._roster_message, config, Kind.ROSTER)
+        entries = {e.client: e for e in roster.entries}
         if [c for c, _ in nonces.nonces] != sorted(entries):
             raise self._abort("the revealed nonces do not cover exactly the roster",
                               Stage.SHARE_KEYS)
@@ -297,7 +302,10 @@ class SecAggClient:
         except InvalidMessage:
             raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
         self._roster_digest = roster_digest(config, ordered, nonces.nonces)
-        self._ring = order
+        self._roster_message = None
+        # Later stages only ask whether a client advertised: the few that did not say it.
+        self._unadvertised = frozenset(config.client_set.difference(entries))
+        self._ring = array("I", order)
         self._neighbors = frozenset(ranked)
         self._live = frozenset(live)
         self._seed = os.urandom(SEED_BYTES)
@@ -381,12 +389,13 @@ class SecAggClient:
         """Refuse a survivor/dropped view that the model or this client's own knowledge rules
         out. Raises ProtocolAbort (and wipes) on any failure."""
         alive, gone = set(survivors), set(dropped)
+        config_clients = self.config.client_set
         if alive & gone:
             raise self._abort("the server listed a client both as survivor and as dropped", stage)
         if self.id not in alive:
             raise self._abort("the server says this client dropped although it sent its input",
                               stage)
-        if not (alive | gone) <= self._roster.keys():
+        if not (alive | gone) <= config_clients or (alive | gone) & self._unadvertised:
             raise self._abort("the view names clients that never advertised keys", stage)
         if len(alive) < self.config.min_survivors:
             raise self._abort(f"only {len(alive)} survivors; the model's minimum is "

@@ -14,7 +14,10 @@ import enum
 import itertools
 import operator
 import struct
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from .config import SERVER_ID, RoundConfig
 from .errors import InvalidMessage, StageError
@@ -32,6 +35,7 @@ __all__ = [
     "Advertise",
     "RosterEntry",
     "Roster",
+    "encode_deliveries",
     "Reveal",
     "Nonces",
     "Shares",
@@ -293,6 +297,9 @@ class Shares:
     sender: int
     commitment: bytes
     sealed: tuple[tuple[int, bytes], ...]  # (recipient, nonce || ciphertext || tag)
+    records: bytes = field(default=b"", compare=False, repr=False)
+    """The (recipient, sealed share) records as they were on the wire, when decoded: the
+    server routes them in bulk (:func:`encode_deliveries`)."""
 
     kind = Kind.SHARES
 
@@ -306,9 +313,10 @@ class Shares:
     def _decode(cls, sender: int, r: _Reader, config: RoundConfig) -> "Shares":
         commitment = r.take(COMMIT_BYTES)
         n = r.count(config.n - 1)
-        sealed = _sealed_records(r, n)
+        records = r.take(n * _SEALED_RECORD.size)
+        sealed = tuple(_SEALED_RECORD.iter_unpack(records))
         _check_ids([v for v, _ in sealed], config)
-        return cls(sender, commitment, sealed)
+        return cls(sender, commitment, sealed, records)
 
 
 @dataclass(frozen=True)
@@ -334,6 +342,37 @@ class Delivery:
         sealed = _sealed_records(r, n)
         _check_ids([u for u, _ in sealed], config)
         return cls(recipient, sealed)
+
+
+def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict[int, bytes]:
+    """Every recipient's :class:`Delivery` from every sender's wire records (``Shares.records``),
+    routed in bulk: byte for byte ``Delivery(v, ((u, sealed) for senders u in increasing order
+    whose records name v)).encode(config)``, for each v in ``records``. Records naming a client
+    outside ``records`` are dropped (that neighbour did not share its keys)."""
+    width = _SEALED_RECORD.size
+    senders = sorted(records)
+    header = _header(Kind.DELIVERY, config, SERVER_ID)
+    blob = b"".join(records[u] for u in senders)
+    if len(blob) % width:
+        raise ValueError("records are not whole (recipient, sealed share) records")
+    table = np.frombuffer(blob, dtype=np.uint8).reshape(-1, width)
+    ids = np.array(senders, dtype=np.int64)
+    sender_of = np.repeat(ids, [len(records[u]) // width for u in senders])
+    recipient_of = table[:, :4].copy().view(">u4").ravel().astype(np.int64)
+    order = np.lexsort((sender_of, recipient_of))
+    order = order[np.isin(recipient_of[order], ids)]
+    from_ids = sender_of.astype(">u4").view(np.uint8).reshape(-1, 4)
+    recipients = recipient_of[order]
+    starts = np.searchsorted(recipients, ids, side="left").tolist()
+    stops = np.searchsorted(recipients, ids, side="right").tolist()
+    out = {}
+    for v, a, b in zip(senders, starts, stops):
+        # One recipient's rows at a time: no second copy of every share besides the output.
+        rows = order[a:b]
+        part = table[rows]
+        part[:, :4] = from_ids[rows]
+        out[v] = header + _U32.pack(v) + _U32.pack(b - a) + part.tobytes()
+    return out
 
 
 @dataclass(frozen=True)

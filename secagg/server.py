@@ -46,7 +46,6 @@ from .messages import (
     Advertise,
     ConsistencyRequest,
     ConsistencySignature,
-    Delivery,
     Kind,
     MaskedInput,
     Nonces,
@@ -58,6 +57,7 @@ from .messages import (
     UnmaskRequest,
     UnmaskShares,
     decode,
+    encode_deliveries,
     peek,
 )
 from .stages import Stage
@@ -226,27 +226,35 @@ class SecAggServer:
                 crypto.verify(public, message.signature, b"consistency",
                               self._view_payload())
         elif isinstance(message, UnmaskShares):
-            u = message.sender
-            allowed = self._neighbors[u]
-            survivors, dropped = self._survivor_set, self._dropped_set
+            expected = self._revealable(message.sender)
+            prime = shamir.PRIME
+            from_bytes = int.from_bytes
             points = []
             for about, kind, share in message.shares:
-                if about == u:
-                    ok = kind is ShareKind.SELF_MASK_SEED
-                elif about in allowed and about in survivors:
-                    ok = kind is ShareKind.SELF_MASK_SEED and u in self._neighbors[about]
-                elif about in allowed and about in dropped:
-                    ok = kind is ShareKind.MASK_KEY and u in self._neighbors[about]
-                else:
-                    ok = False
-                if not ok:
+                if expected.get(about) is not kind:
                     raise InvalidMessage("a revealed share is not one this client may reveal")
-                y = int.from_bytes(share, "big")
-                if y >= shamir.PRIME:
+                y = from_bytes(share, "big")
+                if y >= prime:
                     raise InvalidMessage("a revealed share is out of range")
                 points.append((about, kind, y))
             return points
         return None
+
+    def _revealable(self, u: int) -> dict[int, ShareKind]:
+        """The one share kind ``u`` may reveal about each client it holds a share of: its own
+        and each surviving neighbour's self-mask seed, each dropped neighbour's mask key (only
+        for neighbours whose graph names u too; never both kinds for anyone)."""
+        neighbors, survivors, dropped = self._neighbors, self._survivor_set, self._dropped_set
+        seed, key = ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY
+        out: dict[int, ShareKind] = {}
+        for v in neighbors[u]:
+            if u in neighbors[v]:
+                if v in survivors:
+                    out[v] = seed
+                elif v in dropped:
+                    out[v] = key
+        out[u] = seed
+        return out
 
     def _view_payload(self) -> bytes:
         return consistency_payload(self.config, self._roster_digest, self._u3, self._dropped)
@@ -260,10 +268,19 @@ class SecAggServer:
             self._received[sender] = True
         elif isinstance(message, UnmaskShares):
             seeds, keys, ranks = self._b_points, self._s_points, self._ranks
+            seed = ShareKind.SELF_MASK_SEED
             for about, kind, y in prepared:
-                target = seeds if kind is ShareKind.SELF_MASK_SEED else keys
-                target.setdefault(about, []).append((ranks[about][sender], y, sender))
+                target = seeds if kind is seed else keys
+                point = (ranks[about][sender], y, sender)
+                held = target.get(about)
+                if held is None:
+                    target[about] = [point]
+                else:
+                    held.append(point)
             self._received[sender] = True
+        elif isinstance(message, Shares):
+            # What share_keys' close needs, not the parsed records: one bytes object per sender.
+            self._received[sender] = (message.commitment, message.records)
         else:
             if isinstance(message, Advertise):
                 self._keys_seen.update((message.channel_key, message.mask_key))
@@ -313,17 +330,12 @@ class SecAggServer:
             self._next(ServerState.SHARE_KEYS, self._advertised)
             return {c: message for c in self._advertised}
         if state is ServerState.SHARE_KEYS:
-            shares: dict[int, Shares] = dict(self._received)
+            shares: dict[int, tuple[bytes, bytes]] = dict(self._received)
             self._require(len(shares), "shared their keys")
-            inbox: dict[int, list[tuple[int, bytes]]] = {u: [] for u in shares}
-            for u in sorted(shares):
-                for v, sealed in shares[u].sealed:
-                    if v in inbox:
-                        inbox[v].append((u, sealed))
-            self._commitments = {u: s.commitment for u, s in shares.items()}
+            self._commitments = {u: commitment for u, (commitment, _) in shares.items()}
             self._u2 = tuple(sorted(shares))
             self._next(ServerState.MASKED_INPUT, shares)
-            return {v: Delivery(v, tuple(items)).encode(config) for v, items in inbox.items()}
+            return encode_deliveries(config, {u: records for u, (_, records) in shares.items()})
         if state is ServerState.MASKED_INPUT:
             self._require(len(self._received), "sent their masked input")
             self._u3 = tuple(sorted(self._received))
@@ -365,8 +377,15 @@ class SecAggServer:
         self._neighbors = {u: frozenset(v for v in ranked[u] if v in live) for u in live}
         # Shamir x-coordinate of each holder's share of u's secrets: u itself is 1, its i-th
         # nearest neighbour in the cohort's graph i + 2 (the clients compute the same).
-        self._ranks = {u: {v: i + 2 for i, v in enumerate(ranked[u]) if v in live} | {u: 1}
-                       for u in live}
+        ranks = {}
+        for u in live:
+            order = ranked[u]
+            own = dict(zip(order, range(2, len(order) + 2)))
+            if len(self._neighbors[u]) != len(order):
+                own = {v: x for v, x in own.items() if v in live}
+            own[u] = 1
+            ranks[u] = own
+        self._ranks = ranks
 
     def _recover(self, wanted: list[tuple[int, list[tuple[int, int, int]] | None, str,
                                           Callable[[int], bool]]]) -> list[int]:
@@ -374,7 +393,9 @@ class SecAggServer:
         decoded with error correction and the holders of wrong shares named."""
         t = self.config.threshold
         for client, points, what, _ in wanted:
-            if points is None or len({x for x, _, _ in points}) < t:
+            # x-coordinates are distinct by construction: one message per holder, each naming
+            # an owner at most once, and a holder's rank is injective per owner.
+            if points is None or len(points) < t:
                 raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
         # The nearest holders first: most secrets then use the same x-coordinates, and share
         # their Lagrange weights.

@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 REQUIRED = {"clients", "dim", "neighbors", "threshold", "dropout", "client_seconds",
-            "server_seconds", "upload_bytes_per_client", "expansion", "prg_floor_seconds"}
+            "server_seconds", "upload_bytes_per_client", "expansion", "prg_floor_seconds",
+            "protocol_floor_seconds"}
 
 
 def run(*args):
