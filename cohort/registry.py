@@ -61,12 +61,12 @@ COMMANDS: tuple[Entry, ...] = (
           "Run the coordinator service for one job (HTTPS, mutual TLS) until it ends."),
     Entry("join", "clients", "join",
           "Run a site agent that joins a coordinator's job with the site's kit and data."),
+    Entry("status", "coordinator", "status",
+          "Show a coordinator's job from its state file: rounds, who answered, epsilon."),
 )
 
 # The deployment commands of the next issues, with the role package that will provide each.
-PLANNED: tuple[Entry, ...] = (
-    Entry("status", "coordinator", "status", "Show a coordinator's jobs and rounds (planned)."),
-)
+PLANNED: tuple[Entry, ...] = ()
 
 # Subcommands of a role's group that another role package provides: the audits that must
 # train the consortium's models (canaries, mia) are driven from the coordinator's simulation,

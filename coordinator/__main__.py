@@ -23,12 +23,13 @@ from cohort.options import Integer, Real, given, refuse
 
 from ._provision_cli import provision
 from ._serve_cli import serve
+from ._status_cli import status
 
 # The range privacy.events.NOISE_MULTIPLIER_RANGE accepts (literal here so that --help does
 # not import torch; a test keeps the two equal).
 NOISE_MULTIPLIER_RANGE = (1e-3, 1e6)
 
-__all__ = ["simulate", "provision", "serve", "main"]
+__all__ = ["simulate", "provision", "serve", "status", "main"]
 
 _DATASETS = ("breast_cancer", "digits", "diabetes")
 _STRATEGIES = ("fedavg", "fedprox", "fedavgm", "fedadagrad", "fedadam", "fedyogi",
@@ -486,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     from cohort.registry import role_main
 
     return role_main("coordinator", argv, summary="The coordinator: the consortium "
-                     "simulation, provisioning and the service (status is planned).")
+                     "simulation, provisioning, the service and its status.")
 
 
 if __name__ == "__main__":

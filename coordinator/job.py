@@ -384,7 +384,7 @@ class JobRunner:
             replay = _envelope_body
         host = AggregationHost(agg, names)
         if self.store is not None:  # on disk before any site hears of the round
-            self.store.open_round(agg.round_id, r, work)
+            self.store.open_round(agg.round_id, r, work, sites=names)
         session = self.service.open_round(agg.round_id, host, cohort=frozenset(cohort),
                                           limits=host.limit, stage_timeout=job.stage_timeout,
                                           first={c: work for c in cohort}, inbox=self.store,

@@ -165,8 +165,8 @@ def test_secagg_and_privacy_refusals_name_their_flags(capfd) -> None:
                   "--delta", "1e-5", "--variance", "1e6", "--l2-sensitivity", "10",
                   "--l1-sensitivity", "100")
     assert_one_line_error(proc, ExitCode.USAGE, "--sample-rate", "skellam")
-    proc = cohort_here(capfd, "status")  # still planned
-    assert_one_line_error(proc, ExitCode.USAGE, "planned")
+    proc = cohort_here(capfd, "status")  # built: its required flag is named
+    assert_one_line_error(proc, ExitCode.USAGE, "--state")
     proc = cohort_here(capfd, "serve")  # built: its required flags are named
     assert_one_line_error(proc, ExitCode.USAGE, "--kit")
 

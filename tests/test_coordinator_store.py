@@ -291,3 +291,21 @@ def test_a_step_closed_on_its_deadline_stays_closed_after_a_restart(tmp_path, mo
         assert 5 not in session.dropouts
     else:
         assert 5 in session.dropouts
+
+
+def test_a_version_1_state_file_is_migrated_in_place(tmp_path) -> None:
+    import coordinator.service.store as store_module
+
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    for statement in store_module.MIGRATIONS[0]:
+        conn.execute(statement)
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("INSERT INTO job (id, spec, started) VALUES (1, 'x', 0)")
+    conn.commit()
+    conn.close()
+    with CoordinatorStore(path) as store:
+        assert store.job_spec() == "x"  # kept
+        store.open_round(b"r" * 16, 1, b"w", sites={3: "site-3"})
+        assert store._read("SELECT client, site FROM round_sites") == [(3, "site-3")]
+        assert store._read("PRAGMA user_version") == [(store_module.SCHEMA_VERSION,)]

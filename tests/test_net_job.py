@@ -81,14 +81,14 @@ def _agent(pki, url, c, worker) -> SiteAgent:
                      rounds=worker.begin, poll_wait=1.0, run_seconds=60.0, max_polls=2000)
 
 
-def _run(pki, tmp, job, n=3, policies=None, wrap=None):
+def _run(pki, tmp, job, n=3, policies=None, wrap=None, store=None):
     running = start_service(pki, poll_hold=1.0)
     try:
         sites = {c: pki.sites[c].name for c in range(1, n + 1)}
         data = load_site_data(f"builtin:breast_cancer:1/{n}", seed=SEED)
         runner = JobRunner(job, running.service, sites=sites,
                            directory={c: pki.sites[c].identity.public_key() for c in sites},
-                           initial=_initial(data))
+                           initial=_initial(data), store=store)
         workers = {c: _worker(pki, c, tmp, n, (policies or {}).get(c)) for c in sites}
         agents = {c: _agent(pki, running.url, c, w) for c, w in workers.items()}
         for c, make in (wrap or {}).items():
@@ -368,3 +368,30 @@ def test_a_deployed_round_in_either_server_model_sums_every_site(pki, tmp_path,
     for w in workers.values():
         [entry] = w.site.ledger.entries()
         assert entry.status is ReleaseStatus.SETTLED and w.log[0].included is True
+
+
+def test_cohort_status_reads_the_state_file_of_a_job(pki, tmp_path) -> None:
+    """The status of a finished job from its state file: every round, who was summed and who
+    dropped, and each site's epsilon as the coordinator composes the rounds that summed it."""
+    from coordinator._status_cli import job_status
+    from coordinator.service.store import CoordinatorStore
+
+    state = tmp_path / "state.sqlite"
+    store = CoordinatorStore(state)
+    store.begin_job('[job]\nname = "t"\nrounds = 2\n[data]\ndataset = "breast_cancer"\n'
+                    '[privacy]\nmode = "distributed"\nnoise_multiplier = 0.5\n')
+    job = _job(rounds=2, stage_timeout=2.0, min_sites=4)
+    result, workers, agents, reports, _ = _run(pki, tmp_path, job, n=4, store=store,
+                                               wrap={4: _dies_at_masked_input})
+    store.close()
+    report = job_status(state)
+    assert [r["state"] for r in report["rounds"]] == ["done", "done"]
+    first, second = report["rounds"]
+    assert first["dropouts"] == ["site-4"] and sorted(first["summed"]) == [
+        "site-1", "site-2", "site-3"]
+    assert second["cohort"] == ["site-1", "site-2", "site-3"]
+    eps = report["epsilon_by_site"]
+    assert set(eps) == {"site-1", "site-2", "site-3"}  # site-4 was never summed
+    assert eps["site-1"] == pytest.approx(result.epsilon)
+    for c in (1, 2, 3):  # the coordinator's account is what each site's own ledger says
+        assert workers[c].spent() == pytest.approx(eps[f"site-{c}"])

@@ -42,7 +42,7 @@ from secagg.errors import CohortError
 __all__ = ["CoordinatorStore", "StoreError", "StoreVersionError", "SCHEMA_VERSION",
            "StoredMessage", "StoredStep", "Checkpoint"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA_V1 = (
     "CREATE TABLE job (id INTEGER PRIMARY KEY CHECK (id = 1), spec TEXT NOT NULL, "
@@ -62,7 +62,14 @@ _SCHEMA_V1 = (
     "sha256 BLOB NOT NULL, metrics TEXT NOT NULL, written REAL NOT NULL)",
 )
 
-MIGRATIONS: dict[int, tuple[str, ...]] = {0: _SCHEMA_V1}
+# Version 2: which roster client id each site of a round has (the session speaks client ids,
+# the announcement site names), so a status page or an audit can name who answered.
+_V1_TO_V2 = (
+    "CREATE TABLE round_sites (round_id BLOB NOT NULL REFERENCES rounds(round_id), "
+    "client INTEGER NOT NULL, site TEXT NOT NULL, PRIMARY KEY (round_id, client))",
+)
+
+MIGRATIONS: dict[int, tuple[str, ...]] = {0: _SCHEMA_V1, 1: _V1_TO_V2}
 """``MIGRATIONS[v]``: the statements that take a version-``v`` file to version ``v + 1``."""
 
 
@@ -181,14 +188,19 @@ class CoordinatorStore:
         return rows[0][0] if rows else None
 
     # -- rounds ---------------------------------------------------------------------------------
-    def open_round(self, round_id: bytes, number: int, work: bytes) -> None:
-        """Record a round before any site hears of it (idempotent for the same round)."""
+    def open_round(self, round_id: bytes, number: int, work: bytes,
+                   sites: dict[int, str] | None = None) -> None:
+        """Record a round (and its sites' client ids) before any site hears of it; idempotent
+        for the same round."""
         with self._write() as conn:
             row = conn.execute("SELECT number, work FROM rounds WHERE round_id = ?",
                                (round_id,)).fetchone()
             if row is None:
                 conn.execute("INSERT INTO rounds (round_id, number, work, opened) "
                              "VALUES (?, ?, ?, ?)", (round_id, number, work, time.time()))
+                conn.executemany("INSERT INTO round_sites (round_id, client, site) "
+                                 "VALUES (?, ?, ?)",
+                                 [(round_id, c, name) for c, name in (sites or {}).items()])
             elif row != (number, work):
                 raise StoreError("another round with this id is already recorded")
 
