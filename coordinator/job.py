@@ -258,11 +258,16 @@ class JobRunner:
             log.info("round %d restored from the state file", number)
         return None
 
-    def _metrics_after(self, r: int, seconds: float, summed: bool) -> "RoundMetrics":
+    def _score_and_epsilon(self) -> tuple[Mapping[str, Any], float | None]:
+        """The global model's score and the job's epsilon so far."""
         score: Mapping[str, Any] = {} if self.evaluate is None else self.evaluate(
             self.global_flat)
         epsilon = (float(self.accountant.epsilon(delta=self.job.delta))
                    if self.dp and self.accountant.rounds else None)
+        return score, epsilon
+
+    def _metrics_after(self, r: int, seconds: float, summed: bool) -> "RoundMetrics":
+        score, epsilon = self._score_and_epsilon()
         return RoundMetrics(round=r, participants=0, planned=0, accuracy=score.get("accuracy"),
                             loss=score.get("loss"), epsilon=epsilon, seconds=seconds,
                             secure_bytes=None, dropouts=[], aborted=not summed,
@@ -341,11 +346,11 @@ class JobRunner:
     def round(self, r: int, cohort: list[int], charge, *,
               resume: bytes | None = None) -> RoundMetrics:
         """Round ``r`` over ``cohort``; with ``resume`` (a round id in the store), that round
-        again from its stored work and inbox, after a restart."""
-        job = self.job
+        again from its stored work and inbox, after a restart (already opened by :meth:`run`
+        before the sites were let in)."""
         start = time.perf_counter()
         opened, self._resumed = self._resumed, None
-        if opened is None or resume is None:
+        if opened is None:
             opened = self._open(r, cohort, charge, resume=resume)
         agg, host, session, names = opened
         while session.state is RoundState.OPEN and not self.stop.is_set():
@@ -392,7 +397,6 @@ class JobRunner:
         return agg, host, session, names
 
     def _finish(self, r: int, start: float, agg, host, session, names) -> RoundMetrics:
-        job = self.job
         ended = time.monotonic()
         for c in session.dropouts:
             self._gone[c] = ended
@@ -412,11 +416,7 @@ class JobRunner:
         if host.result is None:
             note = (f"secure sum aborted ({host.abort_reason or session.abort_reason}); "
                     "nothing was revealed")
-        score: Mapping[str, Any] = {}
-        if self.evaluate is not None:
-            score = self.evaluate(self.global_flat)
-        epsilon = (float(self.accountant.epsilon(delta=job.delta))
-                   if self.dp and self.accountant.rounds else None)
+        score, epsilon = self._score_and_epsilon()
         metrics = RoundMetrics(round=r, participants=participants, planned=len(names),
                                accuracy=score.get("accuracy"), loss=score.get("loss"),
                                epsilon=epsilon, seconds=time.perf_counter() - start,

@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from coordinator.service import secagg_limits
-from coordinator.service.rounds import MemoryInbox, RoundSession, RoundState
+from coordinator.service.rounds import RoundSession, RoundState
 from coordinator.service.store import CoordinatorStore, StoreError, StoreVersionError
 from net_round import SecAggHost, SecAggParticipant, inputs_for, round_config
 from secagg import SecAggClient, SecAggServer, envelope

@@ -39,7 +39,7 @@ from .errors import NoRound
 # closed on its deadline, so a restart reopens that step (tests/test_coordinator_store.py).
 _PLANT_FORGET_DEADLINE_CLOSE = False
 
-__all__ = ["RoundHost", "InboxStore", "MemoryInbox", "RoundState", "RoundSession", "Work",
+__all__ = ["RoundHost", "InboxStore", "MemoryInbox", "StoredMessage", "StoredStep", "RoundState", "RoundSession", "Work",
            "Finished", "Outcome", "StepRecord"]
 
 
@@ -65,15 +65,17 @@ class InboxStore(Protocol):
 
     def count(self, round_id: bytes) -> int: ...
 
-    def messages(self, round_id: bytes, step: int) -> list: ...
+    def messages(self, round_id: bytes, step: int) -> list["StoredMessage"]: ...
 
     def close_step(self, round_id: bytes, step: int, stage: str, answered, silent) -> None: ...
 
-    def steps(self, round_id: bytes) -> list: ...
+    def steps(self, round_id: bytes) -> list["StoredStep"]: ...
 
 
 @dataclass(frozen=True)
-class _Stored:
+class StoredMessage:
+    """One accepted message as an inbox keeps it."""
+
     round_id: bytes
     step: int
     site: int
@@ -83,7 +85,9 @@ class _Stored:
 
 
 @dataclass(frozen=True)
-class _Closed:
+class StoredStep:
+    """One closed step: who answered and who fell silent (the dropouts)."""
+
     round_id: bytes
     step: int
     stage: str
@@ -94,6 +98,7 @@ class _Closed:
 class MemoryInbox:
     def __init__(self) -> None:
         self._messages: dict[tuple[bytes, int, int], tuple[str, bytes, bytes]] = {}
+        self._steps: dict[tuple[bytes, int], StoredStep] = {}
 
     def digest(self, round_id: bytes, step: int, site: int) -> bytes | None:
         entry = self._messages.get((round_id, step, site))
@@ -111,17 +116,16 @@ class MemoryInbox:
         return sorted((step, site, stage, env) for (r, step, site), (stage, env, _)
                       in self._messages.items() if r == round_id)
 
-    def messages(self, round_id: bytes, step: int) -> list[_Stored]:
-        return [_Stored(r, st, site, stage, env, d) for (r, st, site), (stage, env, d)
+    def messages(self, round_id: bytes, step: int) -> list[StoredMessage]:
+        return [StoredMessage(r, st, site, stage, env, d) for (r, st, site), (stage, env, d)
                 in sorted(self._messages.items()) if r == round_id and st == step]
 
     def close_step(self, round_id: bytes, step: int, stage: str, answered, silent) -> None:
-        self._steps = getattr(self, "_steps", {})
-        self._steps[(round_id, step)] = _Closed(round_id, step, stage, frozenset(answered),
-                                                frozenset(silent))
+        self._steps[(round_id, step)] = StoredStep(round_id, step, stage, frozenset(answered),
+                                                   frozenset(silent))
 
-    def steps(self, round_id: bytes) -> list[_Closed]:
-        return [c for (r, _), c in sorted(getattr(self, "_steps", {}).items()) if r == round_id]
+    def steps(self, round_id: bytes) -> list[StoredStep]:
+        return [c for (r, _), c in sorted(self._steps.items()) if r == round_id]
 
 
 class RoundState(enum.Enum):

@@ -39,6 +39,8 @@ from pathlib import Path
 
 from secagg.errors import CohortError
 
+from .rounds import StoredMessage, StoredStep
+
 __all__ = ["CoordinatorStore", "StoreError", "StoreVersionError", "SCHEMA_VERSION",
            "StoredMessage", "StoredStep", "Checkpoint"]
 
@@ -79,25 +81,6 @@ class StoreError(CohortError):
 
 class StoreVersionError(StoreError):
     """The state file's schema is not one this Cohort can read or migrate."""
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    round_id: bytes
-    step: int
-    site: int
-    stage: str
-    envelope: bytes
-    digest: bytes
-
-
-@dataclass(frozen=True)
-class StoredStep:
-    round_id: bytes
-    step: int
-    stage: str
-    answered: frozenset[int]
-    silent: frozenset[int]
 
 
 @dataclass(frozen=True)

@@ -279,15 +279,7 @@ class Simulation:
         seed = self.config.seed * 1_000 + request.round_number
         pool = self.pool
         if not sum_config.secure:
-            pool.open(job, cohort, announcement=None, seed=seed)
-            try:
-                pool.check()
-                events, updates = pool.train()
-                self._note_example_events(events)
-                pool.reserve()
-            except BaseException:
-                pool.abandon()
-                raise
+            updates = self._prepare(pool, job, cohort, announcement=None, seed=seed)
             try:
                 result = secure_sum(updates, sum_config, dropouts=self._dropouts(cohort),
                                     seed=seed, round_id=request.release_id)
@@ -300,19 +292,28 @@ class Simulation:
         order = sorted(cohort)
         aggregation = AggregationRound(sum_config, request=request, cohort=order, dim=dim,
                                        seed=seed)
-        pool.open(job, order, announcement=aggregation.announcement.to_bytes(), seed=seed)
+        self._prepare(pool, job, order, announcement=aggregation.announcement.to_bytes(),
+                      seed=seed)
+        record = {} if self._recorder is None else {"on_finish": self._recorder}
+        result = run_secure_round(aggregation, pool, dropouts=self._dropouts(cohort), **record)
+        self._charge(request, result, sum_config)
+        return result
+
+    def _prepare(self, pool, job: FitJob, cohort: list[str], *, announcement: bytes | None,
+                 seed: int):
+        """Open the round on the pool; every site checks before any computes; each trains
+        and reserves its worst case. Any failure abandons every reservation. Returns the clear
+        updates (None in a secure round: they never leave the sites)."""
+        pool.open(job, cohort, announcement=announcement, seed=seed)
         try:
             pool.check()  # every site can compute before any site does
-            events, _ = pool.train()
+            events, updates = pool.train()
             self._note_example_events(events)
             pool.reserve()
         except BaseException:
             pool.abandon()
             raise
-        record = {} if self._recorder is None else {"on_finish": self._recorder}
-        result = run_secure_round(aggregation, pool, dropouts=self._dropouts(cohort), **record)
-        self._charge(request, result, sum_config)
-        return result
+        return updates
 
     def _note_example_events(self, events: dict[str, GaussianEvent | None]) -> None:
         for site_id, event in events.items():
