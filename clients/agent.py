@@ -40,10 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from secagg import envelope
+
+from .connection import CoordinatorConnection, Reply, TransportError
 from secagg.errors import CohortError, ProtocolAbort
 
 __all__ = ["RoundParticipant", "SiteAgent", "AgentReport", "StepSent", "site_tls_context",
@@ -131,8 +132,8 @@ class SiteAgent:
         self.backoff_cap = backoff_cap
         self.start_after = start_after  # first step to ask for (a participant already under way)
         self._sleep = sleep
-        self._http = httpx.Client(base_url=base_url, verify=tls,
-                                  timeout=httpx.Timeout(poll_wait + 30.0, connect=10.0))
+        self._http = CoordinatorConnection(base_url, tls, timeout=poll_wait + 30.0,
+                                           connect_timeout=10.0)
         self.report = AgentReport(client_id)
 
     def close(self) -> None:
@@ -145,7 +146,7 @@ class SiteAgent:
         self.close()
 
     # -- one request, retried -------------------------------------------------------------------
-    def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> httpx.Response:
+    def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> Reply:
         """One request, retried with back-off. A coordinator that answers with a retryable
         status gets ``max_attempts``; one that cannot be reached at all (down, restarting) is
         retried for up to ``max_outage`` seconds of back-off (within the run time), so a site
@@ -160,8 +161,8 @@ class SiteAgent:
                     return response
                 why = f"HTTP {response.status_code}"
                 answered += 1
-            except httpx.TransportError as exc:
-                why = type(exc).__name__
+            except TransportError as exc:
+                why = str(exc).split(':')[0]
             attempt += 1
             if answered >= self.max_attempts:
                 break
@@ -218,7 +219,7 @@ class SiteAgent:
             self.participant = None
 
         try:
-            ahead: httpx.Response | None = None  # the next message, from a POST's response
+            ahead: Reply | None = None  # the next message, from a POST's response
             while report.polls < self.max_polls and time.monotonic() < deadline:
                 report.polls += 1
                 mine = "" if current is None else current.hex()
@@ -267,8 +268,9 @@ class SiteAgent:
                         continue
                     report.outcome = "done"
                     break
-                sealed = envelope.seal(self.identity, round_id=round_id, client=self.client_id,
-                                       step=step, stage=stage, body=reply)
+                sealed = envelope.seal_parts(self.identity, round_id=round_id,
+                                             client=self.client_id, step=step, stage=stage,
+                                             body=reply)
                 p = self._request("POST", f"/v1/rounds/{round_id.hex()}/steps/{step}"
                                   f"?wait={self.poll_wait}", content=sealed, deadline=deadline,
                                   headers={"content-type": "application/octet-stream"})
@@ -303,7 +305,7 @@ class SiteAgent:
         return report
 
 
-def _json(r: httpx.Response) -> dict:
+def _json(r: Reply) -> dict:
     try:
         data = r.json()
     except ValueError:
@@ -311,6 +313,6 @@ def _json(r: httpx.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _refusal(r: httpx.Response) -> str:
+def _refusal(r: Reply) -> str:
     data = _json(r)
     return f"HTTP {r.status_code} {data.get('error', '')}: {data.get('detail', '')}".strip()

@@ -34,6 +34,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -56,6 +57,24 @@ log = logging.getLogger("cohort.service")
 _PAST_ROUNDS = 16  # ended rounds whose outcome a site that dropped out may still ask for
 
 
+@dataclass(frozen=True)
+class EndedRound:
+    """What the service keeps of a round once the next one opens: enough to give a site that
+    dropped out the outcome, nothing more. The round's session (its inbox of model-sized
+    envelopes, its host's vectors) is let go, so a long job holds one round's messages at a
+    time and the next round's buffers reuse the last round's memory."""
+
+    round_id: bytes
+    cohort: frozenset[int]
+    state: RoundState
+    outcome_bytes: bytes | None
+
+    @classmethod
+    def of(cls, session: RoundSession) -> "EndedRound":
+        return cls(session.round_id, session.cohort, session.state,
+                   getattr(session.host, "outcome_bytes", None))
+
+
 class CoordinatorService:
     """The service's state: the roster it consults and the round it runs (one at a time)."""
 
@@ -73,7 +92,7 @@ class CoordinatorService:
         self.requests = 0  # requests that reached the app (a refused handshake never does)
         self.last_seen: dict[int, float] = {}
         self._lock = threading.Lock()
-        self._past: dict[bytes, RoundSession] = {}
+        self._past: dict[bytes, EndedRound] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
 
@@ -94,7 +113,7 @@ class CoordinatorService:
                      replayed, session.step)
         with self._lock:
             if self.session is not None:  # kept for its outcome, for sites that dropped out
-                self._past[self.session.round_id] = self.session
+                self._past[self.session.round_id] = EndedRound.of(self.session)
                 while len(self._past) > _PAST_ROUNDS:
                     self._past.pop(next(iter(self._past)))
             self.session = session
@@ -156,7 +175,7 @@ class CoordinatorService:
         self.last_seen[site.client_id] = time.monotonic()
         return site
 
-    def find(self, round_hex: str) -> RoundSession:
+    def find(self, round_hex: str) -> RoundSession | EndedRound:
         """The open round or one of the last few, by id (NoRound otherwise)."""
         try:
             round_id = bytes.fromhex(round_hex)
@@ -311,7 +330,8 @@ def create_app(service: CoordinatorService) -> FastAPI:
             raise NotEnrolled("this site is not in that round's cohort")
         until = time.monotonic() + hold_for(wait)
         while True:
-            data = getattr(session.host, "outcome_bytes", None)
+            data = (session.outcome_bytes if isinstance(session, EndedRound)
+                    else getattr(session.host, "outcome_bytes", None))
             if data is not None:
                 return Response(data, media_type="application/octet-stream")
             remaining = until - time.monotonic()
