@@ -54,8 +54,10 @@ digits, diabetes), split as 'cohort simulate --seed S' splits it.
 def join(kit: Path, data_spec: str, label_column: str | None, url: str | None,
          seed: int | None, run_seconds: float, report: Path | None, verbose: bool) -> int:
     """Join the coordinator named in the kit and take part in its job until it ends."""
+    # force: a dependency (opacus) configures the root logger when it is imported, which would
+    # make this call a no-op and --verbose silent.
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+                        format="%(asctime)s %(name)s %(message)s", force=True)
     from cohort.runtime import keep_large_buffers
 
     keep_large_buffers()

@@ -79,8 +79,10 @@ def _kit(kit: Path) -> dict:
 def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
           port_file: Path | None, state_file: Path | None, verbose: bool) -> int:
     """Run the coordinator service over mutual TLS for the job in JOB until it ends."""
+    # force: a dependency (opacus) configures the root logger when it is imported, which would
+    # make this call a no-op and --verbose silent.
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+                        format="%(asctime)s %(name)s %(message)s", force=True)
     from cohort.runtime import keep_large_buffers
 
     keep_large_buffers()
