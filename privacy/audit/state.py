@@ -349,6 +349,9 @@ class StateFile:
                 sealed = envelope.parse(row.blob)
             except InvalidMessage as exc:
                 out.problems.append(f"{where}: the stored envelope does not parse ({exc})")
+                if roster is not None:
+                    out.unsigned.append(f"{where}: the stored envelope does not parse, so no "
+                                        "signature on it can be verified")
                 continue
             body = bytes(sealed.body)
             if (sealed.round_id != meta.round_id or sealed.client != row.site
