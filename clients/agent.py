@@ -25,8 +25,11 @@ service says ``job_done``. It names its round in progress (``current=<round>``),
 that ended while it was between requests is never mistaken for the next one.
 
 Connections are TLS 1.3 with the site's client certificate, the coordinator checked against the
-consortium CA and its host name. The report and the log say what was sent (steps, stages, byte
-counts, status codes), never key material or message contents.
+consortium CA and its host name. A retryable answer (503 while the coordinator restores its
+state, 429 when this site is over its request budget) is retried after the longer of the
+back-off and the answer's ``Retry-After``. The report and the log (structured events of
+:mod:`cohort.logs`) say what was sent (steps, stages, byte counts, status codes), never key
+material or message contents.
 """
 
 from __future__ import annotations
@@ -42,17 +45,33 @@ from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cohort.logs import event
 from secagg import envelope
 
 from .connection import CoordinatorConnection, Reply, TransportError
 from secagg.errors import CohortError, ProtocolAbort
 
 __all__ = ["RoundParticipant", "SiteAgent", "AgentReport", "StepSent", "site_tls_context",
-           "backoff_delay"]
+           "backoff_delay", "retry_after"]
 
 log = logging.getLogger("cohort.agent")
 
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited out in steps of this, within the run
+
+
+def retry_after(response: Reply) -> float | None:
+    """The seconds a response's ``Retry-After`` asks for (delta-seconds form), or None."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # an HTTP-date, or junk: the back-off alone decides
+    if not seconds >= 0 or seconds == float("inf"):
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
 
 
 class RoundParticipant(Protocol):
@@ -155,12 +174,14 @@ class SiteAgent:
         attempt = answered = 0
         outage = 0.0  # seconds slept waiting for a coordinator that could not be reached
         while True:
+            asked = status = None
             try:
                 response = self._http.request(method, url, **kwargs)
                 if response.status_code not in _RETRY_STATUS:
                     return response
-                why = f"HTTP {response.status_code}"
+                why, status = f"HTTP {response.status_code}", response.status_code
                 answered += 1
+                asked = retry_after(response)
             except TransportError as exc:
                 why = str(exc).split(':')[0]
             attempt += 1
@@ -168,13 +189,17 @@ class SiteAgent:
                 break
             delay = backoff_delay(min(attempt - 1, 30), base=self.backoff_base,
                                   cap=self.backoff_cap)
+            if asked is not None:  # the coordinator said when: never sooner than that
+                delay = max(delay, asked)
             if time.monotonic() + delay > deadline or (
                     answered == 0 and outage + delay > self.max_outage):
                 break
             outage += delay if answered == 0 else 0.0
             self.report.retries += 1
-            log.info("site %d: %s %s failed (%s); retrying in %.2fs", self.client_id, method,
-                     url.split("?")[0], why, delay)
+            event(log, logging.INFO, "request_retry", "site %d: %s %s failed (%s); retrying in "
+                  "%.2fs", self.client_id, method, url.split("?")[0], why, delay,
+                  client=self.client_id, method=method, path=url.split("?")[0], error=why,
+                  status=status, delay=round(delay, 3))
             self._sleep(delay)
         raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt} attempts")
 
@@ -190,8 +215,9 @@ class SiteAgent:
             if r.status_code == 200:
                 return r.content
             if r.status_code != 204:
-                log.info("site %d: the outcome of round %s was refused: %s", self.client_id,
-                         round_hex[:16], _refusal(r))
+                event(log, logging.INFO, "outcome_refused", "site %d: the outcome of round %s "
+                      "was refused: %s", self.client_id, round_hex[:16], _refusal(r),
+                      client=self.client_id, round=round_hex, status=r.status_code)
                 return None
         return None
 
@@ -214,7 +240,9 @@ class SiteAgent:
                 outcome = (self._fetch_outcome(round_hex, deadline)
                            if wants is not None and wants() else None)
                 ended(how, outcome)
-            log.info("site %d: round %s %s", self.client_id, round_hex[:16], how)
+            event(log, logging.INFO, "round_ended", "site %d: round %s %s", self.client_id,
+                  round_hex[:16], how, client=self.client_id, round=round_hex,
+                  outcome=how.split(":")[0])
             after, current, done = 0, None, round_hex
             self.participant = None
 
@@ -281,13 +309,17 @@ class SiteAgent:
                     else:
                         outcome = _json(p).get("outcome", "accepted")
                     report.steps.append(StepSent(step, stage, len(reply), outcome))
-                    log.info("site %d: step %d (%s) sent %d bytes: %s", self.client_id, step,
-                             stage, len(reply), outcome)
+                    event(log, logging.INFO, "step_sent", "site %d: step %d (%s) sent %d bytes: "
+                          "%s", self.client_id, step, stage, len(reply), outcome,
+                          client=self.client_id, round=round_id.hex(), step=step, stage=stage,
+                          bytes=len(reply), outcome=outcome, status=p.status_code)
                     after = step + 1
                 elif p.status_code == 409:
                     # The round moved on without us (our step closed): ask what is left.
-                    log.info("site %d: step %d (%s) refused as too late: %s", self.client_id,
-                             step, stage, _refusal(p))
+                    event(log, logging.INFO, "step_too_late", "site %d: step %d (%s) refused as "
+                          "too late: %s", self.client_id, step, stage, _refusal(p),
+                          client=self.client_id, round=round_id.hex(), step=step, stage=stage,
+                          status=p.status_code)
                     after = step + 1
                 else:
                     report.outcome, report.detail = "refused", _refusal(p)
@@ -300,8 +332,10 @@ class SiteAgent:
         except CohortError as exc:
             report.outcome, report.detail = "error", f"{type(exc).__name__}: {exc}"
         report.seconds = time.monotonic() - start
-        log.info("site %d: %s after %d polls, %d steps, %d retries (%s)", self.client_id,
-                 report.outcome, report.polls, len(report.steps), report.retries, report.detail)
+        event(log, logging.INFO, "agent_finished", "site %d: %s after %d polls, %d steps, %d "
+              "retries (%s)", self.client_id, report.outcome, report.polls, len(report.steps),
+              report.retries, report.detail, client=self.client_id, outcome=report.outcome,
+              polls=report.polls, steps=len(report.steps), retries=report.retries)
         return report
 
 
