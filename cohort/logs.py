@@ -96,16 +96,34 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record comes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure_logging(*, verbose: bool, json_lines: bool = False,
                       file: str | os.PathLike[str] | None = None) -> None:
     """The commands' logging: stderr (JSON lines with ``json_lines``, text otherwise) at INFO
     with ``verbose`` and WARNING without; with ``file``, also every INFO record as JSON lines
-    appended to that file (a log file is for machines)."""
+    appended to that file (a log file is for machines). Calling it again replaces the handlers
+    it installed before, and only those."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    stderr = logging.StreamHandler(sys.stderr)
+        if getattr(handler, "_cohort", False):
+            root.removeHandler(handler)
+            handler.close()
+    stderr = _Stderr()
+    stderr._cohort = True  # type: ignore[attr-defined]
     stderr.setLevel(logging.INFO if verbose else logging.WARNING)
     stderr.setFormatter(JsonFormatter() if json_lines else TextFormatter())
     root.addHandler(stderr)
@@ -114,6 +132,7 @@ def configure_logging(*, verbose: bool, json_lines: bool = False,
         path = Path(file)
         path.parent.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+        handler._cohort = True  # type: ignore[attr-defined]
         handler.setLevel(logging.INFO)
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
