@@ -448,8 +448,8 @@ class Job:
     idle_timeout: float = 30.0
     body_timeout: float = 30.0
     request_timeout: float = 600.0
-    requests_per_second: float = 20.0
-    request_burst: int = 100
+    requests_per_second: float = 50.0
+    request_burst: int = 200
     seed: int | None = None
 
     def __post_init__(self) -> None:

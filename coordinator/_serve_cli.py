@@ -43,7 +43,7 @@ job.toml (every table optional but [data]):
              protocol)
   [timeouts] stage = 30  join = 120  poll_hold = 5  idle = 30 (a connection with no request
              under way is closed)  body = 30 (a request body's read deadline)  request = 600
-  [limits]   requests_per_second = 20  burst = 100 (each site's budget, by its certificate;
+  [limits]   requests_per_second = 50  burst = 200 (each site's budget, by its certificate;
              over it: 429 with Retry-After; never below four requests per poll_hold)
 
 \b
