@@ -115,13 +115,13 @@ def configure_logging(*, verbose: bool, json_lines: bool = False,
                       file: str | os.PathLike[str] | None = None) -> None:
     """The commands' logging: stderr (JSON lines with ``json_lines``, text otherwise) at INFO
     with ``verbose`` and WARNING without; with ``file``, also every INFO record as JSON lines
-    appended to that file (a log file is for machines). Calling it again replaces the handlers
-    it installed before, and only those."""
+    appended to that file (a log file is for machines). Like ``logging.basicConfig(force=True)``
+    it replaces every handler of the root logger (a dependency, opacus, installs one when it is
+    imported, which would print every record a second time in its own format)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
-        if getattr(handler, "_cohort", False):
-            root.removeHandler(handler)
-            handler.close()
+        root.removeHandler(handler)
+        handler.close()
     stderr = _Stderr()
     stderr._cohort = True  # type: ignore[attr-defined]
     stderr.setLevel(logging.INFO if verbose else logging.WARNING)

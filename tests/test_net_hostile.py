@@ -8,6 +8,7 @@ Every loop is bounded in count and time; waits are bounded by timeouts, never as
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
 import threading
@@ -308,24 +309,38 @@ def test_the_bucket_refills_and_sites_have_their_own() -> None:
 
 
 def test_the_agent_waits_at_least_retry_after(pki) -> None:
-    answers = iter([httpx.Response(429, headers={"Retry-After": "3"}, json={}),
-                    httpx.Response(503, headers={"Retry-After": "2"}, json={}),
-                    httpx.Response(410, json={"state": "job_done"})])
+    from clients.connection import Headers, Reply
+
+    def reply(status: int, body: dict, **headers: str) -> Reply:
+        return Reply(status, Headers(list(headers.items())), json.dumps(body).encode())
+
+    class Scripted:  # the coordinator connection, answering from a script
+        def __init__(self, answers) -> None:
+            self.answers = iter(answers)
+
+        def request(self, method, path, **kwargs) -> Reply:
+            return next(self.answers)
+
+        def close(self) -> None:
+            pass
+
     kit = pki.sites[1]
     slept: list[float] = []
-    agent = SiteAgent(base_url="https://coordinator", identity=kit.identity, client_id=1,
+    agent = SiteAgent(base_url="https://127.0.0.1:1", identity=kit.identity, client_id=1,
                       tls=site_tls_context(certfile=kit.tls.cert, keyfile=kit.tls.key,
                                            cafile=pki.ca),
                       rounds=lambda *_: None, backoff_base=0.01, sleep=slept.append)
     agent._http.close()
-    agent._http = httpx.Client(base_url="https://coordinator",
-                               transport=httpx.MockTransport(lambda request: next(answers)))
+    agent._http = Scripted([reply(429, {}, **{"Retry-After": "3"}),
+                            reply(503, {}, **{"Retry-After": "2"}),
+                            reply(410, {"state": "job_done"})])
     report = agent.run()
     agent.close()
     assert report.outcome == "job_done" and report.retries == 2
     assert slept[0] >= 3.0 and slept[1] >= 2.0
-    assert retry_after(httpx.Response(429, headers={"Retry-After": "soon"})) is None
-    assert retry_after(httpx.Response(429, headers={"Retry-After": "9999"})) == 60.0
+    assert retry_after(reply(429, {}, **{"Retry-After": "soon"})) is None
+    assert retry_after(reply(429, {}, **{"Retry-After": "9999"})) == 60.0
+    assert retry_after(reply(429, {})) is None
 
 
 # -- revocation in the consortium's signed roster ------------------------------------------------

@@ -196,9 +196,10 @@ def test_safe_values_and_the_text_format() -> None:
 def test_log_file_and_json_stderr(tmp_path, capsys) -> None:
     path = tmp_path / "logs" / "serve.jsonl"
     root = logging.getLogger()
-    level = root.level
+    level, saved = root.level, list(root.handlers)
     try:
         configure_logging(verbose=False, json_lines=True, file=path)
+        assert not set(saved) & set(root.handlers)  # it replaces every root handler
         log = logging.getLogger("cohort.service")
         event(log, logging.INFO, "round_open", "round open", round="ab", sites=3)
         event(log, logging.WARNING, "roster_refused", "roster refused", version=1)
@@ -211,6 +212,8 @@ def test_log_file_and_json_stderr(tmp_path, capsys) -> None:
             if getattr(handler, "_cohort", False):
                 root.removeHandler(handler)
                 handler.close()
+        for handler in saved:
+            root.addHandler(handler)
         root.setLevel(level)
 
 
