@@ -500,3 +500,22 @@ def test_a_roster_that_is_never_re_read_lets_a_revoked_site_in(tmp_path, monkeyp
             assert kept.get("/v1/status").status_code == 200
     finally:
         run.stop()
+
+
+# -- the job file's guards ---------------------------------------------------------------------
+def test_the_job_file_sets_the_guards_and_names_a_bad_field() -> None:
+    from cohort.contract import parse_job
+    from secagg.errors import ConfigurationError
+
+    job = parse_job('[data]\ndataset = "digits"\n[timeouts]\nidle = 10\nbody = 5\n'
+                    'request = 60\n[limits]\nrequests_per_second = 8\nburst = 30\n')
+    assert (job.idle_timeout, job.body_timeout, job.request_timeout) == (10.0, 5.0, 60.0)
+    assert (job.requests_per_second, job.request_burst) == (8.0, 30)
+    default = parse_job('[data]\ndataset = "digits"\n')
+    assert (default.requests_per_second, default.request_burst) == (50.0, 200)
+    for text, field in [("[limits]\nburst = 0", "limits.burst"),
+                        ("[limits]\nrequests_per_second = -1", "limits.requests_per_second"),
+                        ("[timeouts]\nidle = 0", "timeouts.idle"),
+                        ("[timeouts]\nrequest = 20", "timeouts.request")]:  # < poll_hold + body
+        with pytest.raises(ConfigurationError, match=rf"job.toml: {field}: "):
+            parse_job('[data]\ndataset = "digits"\n' + text + "\n")
