@@ -132,7 +132,7 @@ class SiteAgent:
                  poll_wait: float = 10.0,
                  max_polls: int = 1000, run_seconds: float = 600.0, max_attempts: int = 6,
                  max_outage: float = 300.0,
-                 backoff_base: float = 0.1, backoff_cap: float = 5.0, start_after: int = 0,
+                 backoff_base: float = 0.1, backoff_cap: float = 1.0, start_after: int = 0,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.base_url = base_url
         self.identity = identity
@@ -148,6 +148,10 @@ class SiteAgent:
         self.max_attempts = max_attempts
         self.max_outage = max_outage
         self.backoff_base = backoff_base
+        # A cap of a second: a site that cannot reach its coordinator (restarting after a
+        # crash) tries again at least once a second, so a round resumes within about a second
+        # of the coordinator's return instead of waiting out a long back-off; the price is one
+        # small request a second per site while it is down (benchmarks/restart_resume.py).
         self.backoff_cap = backoff_cap
         self.start_after = start_after  # first step to ask for (a participant already under way)
         self._sleep = sleep

@@ -13,7 +13,6 @@ import math
 from typing import Iterable, Sequence
 
 import numpy as np
-from opacus.accountants.analysis import rdp as opacus_rdp
 
 from .errors import ConfigurationError, UnsupportedEvent
 from .events import DiscreteGaussianEvent, GaussianEvent, PrivacyEvent, SkellamEvent
@@ -33,6 +32,16 @@ DENSE_ORDERS: np.ndarray = np.concatenate([
     [o for o in OPACUS_ORDERS if not float(o).is_integer()], _DENSE_INTEGERS, _SPARSE_TAIL])
 
 
+
+@functools.cache
+def _opacus_rdp():
+    """Opacus's RDP analysis, imported on first use: importing opacus loads its per-layer
+    gradient samplers too (about a second), which every role would otherwise wait for at start,
+    a coordinator restarting after a crash included, even when no Gaussian curve is needed."""
+    from opacus.accountants.analysis import rdp
+
+    return rdp
+
 def gaussian_rdp(event: GaussianEvent, orders: Sequence[float]) -> np.ndarray:
     """RDP of ``steps`` Poisson-subsampled Gaussian mechanisms (Mironov et al. 2019, via Opacus)."""
     return event.steps * _one_step_gaussian(float(event.sample_rate),
@@ -45,7 +54,7 @@ def _one_step_gaussian(q: float, z: float, orders: tuple[float, ...]) -> np.ndar
     # and events are frozen, so one step's curve per (q, z, orders) can be kept: a ledger
     # recomposes every past event on each check, and Opacus's subsampled curve costs ~0.5 s
     # at large q.
-    curve = np.asarray(opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=1,
+    curve = np.asarray(_opacus_rdp().compute_rdp(q=q, noise_multiplier=z, steps=1,
                                               orders=list(orders)), dtype=float)
     curve.setflags(write=False)
     return curve

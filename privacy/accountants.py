@@ -16,7 +16,6 @@ import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from opacus.accountants import PRVAccountant as _OpacusPRV
 
 from . import _rdp
 from . import _validate as v
@@ -72,7 +71,9 @@ def compute_epsilon(events: Iterable[PrivacyEvent], *, delta: float,
     for event in events:
         if not isinstance(event, GaussianEvent):
             raise UnsupportedEvent(f"the PRV accountant only analyses Gaussian events, not {event!r}")
-    prv = _OpacusPRV()
+    from opacus.accountants import PRVAccountant  # on first use (see _rdp._opacus_rdp)
+
+    prv = PRVAccountant()
     # Opacus keeps (noise_multiplier, sample_rate, steps) triples as its history.
     prv.history = [(e.noise_multiplier, e.sample_rate, e.steps) for e in events]
     # With sample_rate 1 Opacus takes log(1 - q) = log(0) on purpose; silence numpy about it.

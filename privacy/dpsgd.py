@@ -30,11 +30,9 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-from opacus import PrivacyEngine
-from opacus.optimizers import DPOptimizer
-from opacus.validators import ModuleValidator
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -42,6 +40,10 @@ from . import _validate as v
 from .accountants import Accountant
 from .errors import ConfigurationError
 from .events import GaussianEvent
+
+if TYPE_CHECKING:  # opacus is imported where it is used (see _rdp._opacus_rdp)
+    from opacus import PrivacyEngine
+    from opacus.optimizers import DPOptimizer
 
 __all__ = ["DPTrainingResult", "PrivateTraining", "check_dp_model", "dpsgd_event",
            "merge_steps", "private_training", "train_with_dp"]
@@ -92,6 +94,8 @@ def check_dp_model(model: nn.Module) -> None:
     was_training = model.training
     model.train()  # Opacus's validator insists on training mode; restored below
     try:
+        from opacus.validators import ModuleValidator
+
         errors = ModuleValidator.validate(model, strict=False)
     finally:
         model.train(was_training)
@@ -157,6 +161,8 @@ def private_training(model: nn.Module, optimizer: torch.optim.Optimizer,
     with warnings.catch_warnings():
         # Opacus warns that secure_mode is off: see the module docstring.
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
+        from opacus import PrivacyEngine
+
         engine = PrivacyEngine(accountant=Accountant.RDP.value)  # its history is all we read
         dp_model, dp_optimizer, dp_loader = engine.make_private(
             module=model, optimizer=optimizer, data_loader=data_loader,
@@ -203,6 +209,8 @@ def train_with_dp(model: nn.Module, data_loader: DataLoader, *, target_epsilon: 
     if len(data_loader) == 0:
         raise ConfigurationError("the data loader is empty")
     loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+
+    from opacus import PrivacyEngine
 
     engine = PrivacyEngine(accountant=accountant.value)
     optimizer = torch.optim.SGD(model.parameters(), lr=learning_rate)
