@@ -47,8 +47,12 @@ __all__ = [
     "UnmaskShares",
     "SHARE_PLAINTEXT_BYTES",
     "SEALED_SHARE_BYTES",
+    "SEALED_RECORD_BYTES",
+    "UNMASK_RECORD_BYTES",
     "peek",
     "decode",
+    "expected_shares",
+    "expected_unmask",
 ]
 
 MAGIC = b"CSA"
@@ -144,6 +148,8 @@ _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
 _NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
 _ROSTER_RECORD = struct.Struct(f">I{KEY_BYTES}s{KEY_BYTES}s{COMMIT_BYTES}sB")
 _SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
+SEALED_RECORD_BYTES = _SEALED_RECORD.size
+UNMASK_RECORD_BYTES = _UNMASK_RECORD.size
 
 
 def _sealed_records(r: _Reader, n: int) -> tuple[tuple[int, bytes], ...]:
@@ -473,6 +479,56 @@ class UnmaskShares:
             shares.append((about, _SHARE_KINDS[kind], share))
         _check_ids([c for c, _, _ in shares], config)
         return cls(sender, tuple(shares))
+
+
+# The fast paths below recognise, without building a Python object per record, the one message
+# an honest sender sends; anything else (None) goes through decode() and the state machine's
+# own checks, so a bad message fails exactly as it always has, with the same error.
+
+_SHARES_BODY = _HEADER.size + COMMIT_BYTES + 4
+_UNMASK_BODY = _HEADER.size + 4
+
+
+def expected_shares(data: bytes | memoryview, recipients: bytes) -> tuple[bytes, bytes] | None:
+    """(commitment, wire records) of a :class:`Shares` body (header already checked) whose
+    recipients are exactly ``recipients`` (big-endian u32 ids, increasing) and that has no
+    trailing bytes; None for anything else. Equal recipients imply every check of
+    :meth:`Shares._decode` (count, order, ids in the round) and the server's own."""
+    count = len(recipients) // 4
+    width = _SEALED_RECORD.size
+    if len(data) != _SHARES_BODY + count * width or data[_SHARES_BODY - 4:_SHARES_BODY] \
+            != _U32.pack(count):
+        return None
+    table = np.frombuffer(data, dtype=np.uint8, count=count * width, offset=_SHARES_BODY)
+    if table.reshape(count, width)[:, :4].tobytes() != recipients:
+        return None
+    return bytes(data[_HEADER.size:_SHARES_BODY - 4]), bytes(data[_SHARES_BODY:])
+
+
+def expected_unmask(data: bytes | memoryview, prefixes: np.ndarray) -> bytes | None:
+    """The wire records of an :class:`UnmaskShares` body (header already checked) that
+    reveals exactly the (about, kind) of ``prefixes`` (a (count, 5) uint8 array: big-endian
+    u32 id, kind byte; ids increasing), every share a field element, with no trailing bytes;
+    None for anything else."""
+    count = len(prefixes)
+    width = _UNMASK_RECORD.size
+    if len(data) != _UNMASK_BODY + count * width or data[_HEADER.size:_UNMASK_BODY] \
+            != _U32.pack(count):
+        return None
+    table = np.frombuffer(data, dtype=np.uint8, count=count * width,
+                          offset=_UNMASK_BODY).reshape(count, width)
+    if not np.array_equal(table[:, :5], prefixes):
+        return None
+    # A share is below 2**521 - 1 (66 bytes: 0x01, then 65 of 0xFF): its top byte is 0 or 1,
+    # and when it is 1 the rest is not all ones (looked at only for the rare share whose
+    # second byte is 0xFF too).
+    top = table[:, 5]
+    if top.max(initial=0) > 1:
+        return None
+    edge = (top == 1) & (table[:, 6] == 0xFF)
+    if edge.any() and (table[edge, 7:] == 0xFF).all(axis=1).any():
+        return None
+    return bytes(data[_UNMASK_BODY:])
 
 
 _TYPES = {cls.kind: cls for cls in (Advertise, Roster, Reveal, Nonces, Shares, Delivery,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import secrets
 from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
+import numpy as np
+
+__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many", "reconstruct_rows",
            "lagrange_weights_at_zero", "decode_with_errors", "decode_with_check", "evaluate",
            "interpolate", "encode_share", "decode_share"]
 
@@ -146,6 +149,35 @@ def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
             weights = cache[xs] = _weights(xs)
         out.append(sum(y * w for y, w in zip(chosen.values(), weights)) % PRIME)
     return out
+
+
+def reconstruct_rows(xs: np.ndarray, ys: Sequence[int]) -> list[int]:
+    """Reconstruct many secrets from exactly t points each, batched over holder sets.
+
+    Row i of the (secrets, t) integer array ``xs`` holds the x-coordinates of secret i's points
+    (each row strictly increasing, all positive), and ``ys[i * t:(i + 1) * t]`` their values,
+    field elements that the caller has range-checked. Secrets whose rows are equal share one
+    Lagrange basis: under the SecAgg+ graph most owners see the same holder ranks, so a round
+    computes a few bases and then one t-term dot product per secret. The result equals
+    ``reconstruct_many`` on the same points.
+    """
+    xs = np.asarray(xs)
+    if xs.ndim != 2:
+        raise ValueError("xs must be a (secrets, threshold) array")
+    count, t = xs.shape
+    if len(ys) != count * t:
+        raise ValueError("ys must hold threshold values per secret")
+    if count == 0:
+        return []
+    if t == 0 or xs[:, 0].min() < 1 or (t > 1 and (np.diff(xs, axis=1) <= 0).any()):
+        raise ValueError("share points must be distinct, increasing and non-zero")
+    if int(xs[:, -1].max()) >= PRIME:
+        raise ValueError("share point out of range")
+    sets, which = np.unique(xs, axis=0, return_inverse=True)
+    bases = [_weights(tuple(row)) for row in sets.tolist()]
+    mul = operator.mul
+    return [sum(map(mul, ys[i * t:i * t + t], bases[g])) % PRIME
+            for i, g in enumerate(which.reshape(-1).tolist())]
 
 
 def evaluate(poly: Sequence[int], x: int) -> int:
