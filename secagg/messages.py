@@ -350,11 +350,13 @@ class Delivery:
         return cls(recipient, sealed)
 
 
-def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict[int, bytes]:
+def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes], *,
+                      chunk: int = 64) -> dict[int, bytes]:
     """Every recipient's :class:`Delivery` from every sender's wire records (``Shares.records``),
     routed in bulk: byte for byte ``Delivery(v, ((u, sealed) for senders u in increasing order
     whose records name v)).encode(config)``, for each v in ``records``. Records naming a client
-    outside ``records`` are dropped (that neighbour did not share its keys)."""
+    outside ``records`` are dropped (that neighbour did not share its keys). ``chunk``
+    recipients are gathered at a time (it bounds the transient copy, not the output)."""
     width = _SEALED_RECORD.size
     senders = sorted(records)
     header = _header(Kind.DELIVERY, config, SERVER_ID)
@@ -372,12 +374,19 @@ def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict
     starts = np.searchsorted(recipients, ids, side="left").tolist()
     stops = np.searchsorted(recipients, ids, side="right").tolist()
     out = {}
-    for v, a, b in zip(senders, starts, stops):
-        # One recipient's rows at a time: no second copy of every share besides the output.
-        rows = order[a:b]
+    pair = struct.Struct(">II").pack
+    # A few recipients' rows at a time: one gather per chunk, then each recipient's slice of it
+    # (no second copy of every share besides the output, and no numpy call per recipient).
+    for first in range(0, len(senders), chunk):
+        last = min(first + chunk, len(senders)) - 1
+        lo, hi = starts[first], stops[last]
+        rows = order[lo:hi]
         part = table[rows]
         part[:, :4] = from_ids[rows]
-        out[v] = header + _U32.pack(v) + _U32.pack(b - a) + part.tobytes()
+        blob = part.tobytes()
+        for v, a, b in zip(senders[first:last + 1], starts[first:last + 1],
+                           stops[first:last + 1]):
+            out[v] = header + pair(v, b - a) + blob[(a - lo) * width:(b - lo) * width]
     return out
 
 
@@ -505,30 +514,32 @@ def expected_shares(data: bytes | memoryview, recipients: bytes) -> tuple[bytes,
     return bytes(data[_HEADER.size:_SHARES_BODY - 4]), bytes(data[_SHARES_BODY:])
 
 
-def expected_unmask(data: bytes | memoryview, prefixes: np.ndarray) -> bytes | None:
+def expected_unmask(data: bytes | memoryview, prefixes: bytes) -> bytes | None:
     """The wire records of an :class:`UnmaskShares` body (header already checked) that
-    reveals exactly the (about, kind) of ``prefixes`` (a (count, 5) uint8 array: big-endian
-    u32 id, kind byte; ids increasing), every share a field element, with no trailing bytes;
-    None for anything else."""
-    count = len(prefixes)
+    reveals exactly the (about, kind) records of ``prefixes`` (5 bytes each: big-endian u32 id,
+    kind byte; ids increasing), every share a field element, with no trailing bytes; None
+    for anything else."""
+    count = len(prefixes) // 5
     width = _UNMASK_RECORD.size
     if len(data) != _UNMASK_BODY + count * width or data[_HEADER.size:_UNMASK_BODY] \
             != _U32.pack(count):
         return None
     table = np.frombuffer(data, dtype=np.uint8, count=count * width,
                           offset=_UNMASK_BODY).reshape(count, width)
-    if not np.array_equal(table[:, :5], prefixes):
+    if table[:, :5].tobytes() != prefixes:
         return None
     # A share is below 2**521 - 1 (66 bytes: 0x01, then 65 of 0xFF): its top byte is 0 or 1,
-    # and when it is 1 the rest is not all ones (looked at only for the rare share whose
-    # second byte is 0xFF too).
-    top = table[:, 5]
-    if top.max(initial=0) > 1:
+    # and when it is 1 the rest is not all ones. With every top byte at most 1, the pair
+    # 01 FF can only sit at a share's start: only such a share needs its other bytes read.
+    tops = table[:, 5:7].tobytes()
+    if max(tops[::2], default=0) > 1:
         return None
-    edge = (top == 1) & (table[:, 6] == 0xFF)
-    if edge.any() and (table[edge, 7:] == 0xFF).all(axis=1).any():
+    if b"\x01\xff" in tops and (table[:, 5:] == _PRIME_BYTES).all(axis=1).any():
         return None
     return bytes(data[_UNMASK_BODY:])
+
+
+_PRIME_BYTES = np.frombuffer(((1 << 521) - 1).to_bytes(SHARE_BYTES, "big"), dtype=np.uint8)
 
 
 _TYPES = {cls.kind: cls for cls in (Advertise, Roster, Reveal, Nonces, Shares, Delivery,

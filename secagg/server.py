@@ -111,6 +111,10 @@ class SecAggServer:
     """One round on the server. ``directory`` (client id → Ed25519 identity public key) lets an
     honest server turn away unsigned or forged keys early in malicious-server mode."""
 
+    _batched = True
+    """False sends every message through decode() and the one-record-at-a-time checks (tests
+    compare the two paths message for message)."""
+
     def __init__(self, config: RoundConfig, *,
                  directory: Mapping[int, Ed25519PublicKey] | None = None) -> None:
         self.config = config
@@ -145,6 +149,7 @@ class SecAggServer:
         self._plan_prefix = np.zeros((0, 0, 5), dtype=np.uint8)
         self._plan_x = np.zeros((0, 0), dtype=np.int64)
         self._plan_count = np.zeros(0, dtype=np.int64)
+        self._plan_bytes: list[bytes] = []
         self._revealed: dict[int, tuple[bytes, np.ndarray]] = {}
         self._liars: set[int] = set()
         self._mismatches: set[tuple[int, int]] = set()
@@ -208,26 +213,8 @@ class SecAggServer:
         # The message an honest client sends takes a path without a Python object per record;
         # anything else is decoded in full and checked one record at a time, and fails as it
         # always has. Both paths accept exactly the same messages.
-        if kind is Kind.MASKED_INPUT and self._acc is not None \
-                and len(data) == HEADER_BYTES + self._acc.size:
-            self._acc.add(data, offset=HEADER_BYTES)
-            self._received[sender] = True
+        if self._batched and self._take(kind, sender, data):
             return
-        if kind is Kind.SHARES:
-            row = self._index[sender]
-            found = expected_shares(data, self._recipients[row, :self._degree[row]].tobytes())
-            if found is not None:
-                self._received[sender] = found
-                return
-        elif kind is Kind.UNMASK_SHARES:
-            row = self._plan_row.get(sender)
-            if row is not None:
-                count = self._plan_count[row]
-                records = expected_unmask(data, self._plan_prefix[row, :count])
-                if records is not None:
-                    self._revealed[sender] = (records, self._plan_x[row, :count])
-                    self._received[sender] = True
-                    return
         try:
             message = decode(data, self.config, expected, checked=checked)
             prepared = self._validate(message)
@@ -235,6 +222,35 @@ class SecAggServer:
             self._excluded.add(sender)
             raise
         self._apply(message, prepared)
+
+    def _take(self, kind: Kind, sender: int, data: bytes | memoryview) -> bool:
+        """Apply the message if it is the one an honest ``sender`` sends in this stage, checked
+        in bulk; False (nothing changed) for anything else."""
+        if kind is Kind.MASKED_INPUT:
+            if self._acc is None or len(data) != HEADER_BYTES + self._acc.size:
+                return False
+            self._acc.add(data, offset=HEADER_BYTES)
+            self._received[sender] = True
+            return True
+        if kind is Kind.SHARES:
+            row = self._index[sender]
+            found = expected_shares(data, self._recipients[row, :self._degree[row]].tobytes())
+            if found is None:
+                return False
+            self._received[sender] = found
+            return True
+        if kind is Kind.UNMASK_SHARES:
+            row = self._plan_row.get(sender)
+            if row is None:
+                return False
+            prefixes = self._plan_bytes[row]
+            records = expected_unmask(data, prefixes)
+            if records is None:
+                return False
+            self._revealed[sender] = (records, self._plan_x[row, :len(prefixes) // 5])
+            self._received[sender] = True
+            return True
+        return False
 
     def _validate(self, message):
         """Check a decoded message against the round; return what _apply needs, if anything."""
@@ -427,6 +443,11 @@ class SecAggServer:
         # at Shamir x = j + 2 (the owner's own is x = 1), over the whole cohort's graph, so
         # ranks do not depend on who advertised (the clients compute the same).
         holders = at[(position[:, None] + offsets) % n]
+        # slot[d mod n]: the j whose ring offset is d, or -1; client u is the j-th holder of
+        # client v exactly when slot[position[u] - position[v]] = j.
+        slot = np.full(n, -1, dtype=np.int64)
+        slot[offsets % n] = np.arange(len(offsets))
+        self._position, self._slot = position, slot
         live = np.zeros(n, dtype=bool)
         live[[self._index[c] for c in self._advertised]] = True
         self._holders, self._live = holders, live
@@ -450,17 +471,12 @@ class SecAggServer:
         status[[index[c] for c in self._u3]] = 0
         status[[index[c] for c in self._dropped]] = 1
         rows = np.array([index[c] for c in self._u3], dtype=np.int64)
-        k = holders.shape[1]
-        # The rank of holder h among owner v's holders, for every edge v -> h: key v * n + h.
-        edges = (np.arange(n, dtype=np.int64)[:, None] * n + holders).ravel()
-        by_edge = np.argsort(edges, kind="stable")
-        edges = edges[by_edge]
         owners = holders[rows]  # candidate owners v of each survivor u's shares
-        wanted = owners * n + rows[:, None]
-        at = np.minimum(np.searchsorted(edges, wanted), len(edges) - 1)
-        keep = (edges[at] == wanted) & (status[owners] <= 1)
+        # u's rank among v's holders, if v's graph names u at all (it need not for odd k).
+        slot = self._slot[(self._position[rows][:, None] - self._position[owners]) % n]
+        keep = (slot >= 0) & (status[owners] <= 1)
         about = np.concatenate([np.where(keep, owners, n), rows[:, None]], axis=1)
-        xs = np.concatenate([by_edge[at] % k + 2, np.ones((len(rows), 1), np.int64)], axis=1)
+        xs = np.concatenate([slot + 2, np.ones((len(rows), 1), np.int64)], axis=1)
         kinds = np.concatenate([status[owners], np.zeros((len(rows), 1), np.int64)], axis=1)
         order = np.argsort(about, axis=1, kind="stable")  # index order is id order
         about = np.take_along_axis(about, order, axis=1)
@@ -470,7 +486,9 @@ class SecAggServer:
         prefix[..., 4] = np.take_along_axis(kinds, order, axis=1)
         self._plan_prefix = prefix
         self._plan_x = np.take_along_axis(xs, order, axis=1)
-        self._plan_count = keep.sum(axis=1) + 1
+        self._plan_count = counts = keep.sum(axis=1) + 1
+        flat = prefix.reshape(len(rows), -1)
+        self._plan_bytes = [flat[r, :5 * c].tobytes() for r, c in enumerate(counts.tolist())]
         self._plan_row = dict(zip(self._u3, range(len(rows))))
 
     def _recover(self, wanted: list[tuple[int, str, Callable[[int], bool]]]) -> list[int]:
@@ -552,21 +570,21 @@ class SecAggServer:
                 for d, v in zip(self._dropped, recovered[len(self._u3):])}
         acc = self._acc.total()
         self._acc = None
+        tag, expand = config.tag, prg.expand
+        subtract, add = np.subtract, np.add
+        self_mask_key, pairwise_mask_key = crypto.self_mask_key, crypto.pairwise_mask_key
         for u, seed in seeds.items():
-            prg.subtract(acc, crypto.self_mask_key(seed, config.tag, u))
+            subtract(acc, expand(self_mask_key(seed, tag, u)), out=acc)
         publics: dict[int, object] = {}
+        advertised = self._advertised
         for d, pair in keys.items():
             for v in sorted(self._neighbors[d] & survivors):
                 public = publics.get(v)
                 if public is None:
-                    public = publics[v] = crypto.load_public(self._advertised[v].mask_key)
-                shared = pair.exchange(public)
-                key = crypto.pairwise_mask_key(shared, config.tag, d, v)
+                    public = publics[v] = crypto.load_public(advertised[v].mask_key)
+                mask = expand(pairwise_mask_key(pair.exchange(public), tag, d, v))
                 # v added +PRG when v < d and -PRG otherwise; undo exactly that.
-                if v < d:
-                    prg.subtract(acc, key)
-                else:
-                    prg.add(acc, key)
+                (subtract if v < d else add)(acc, mask, out=acc)
         if config.modulus_bits not in (32, 64):
             np.bitwise_and(acc, acc.dtype.type((1 << config.modulus_bits) - 1), out=acc)
         self._result = AggregateResult(acc, frozenset(self._u3), frozenset(self._liars),
@@ -579,15 +597,16 @@ class _Neighbours(Mapping[int, frozenset[int]]):
 
     def __init__(self, ids: np.ndarray, holders: np.ndarray, live: np.ndarray) -> None:
         self._ids, self._holders, self._live = ids, holders, live
-        self._index = {c: i for i, c in enumerate(ids[live].tolist())}
+        self._index = {c: i for c, i in zip(ids.tolist(), range(len(ids))) if live[i]}
         self._built: dict[int, frozenset[int]] = {}
 
     def __getitem__(self, u: int) -> frozenset[int]:
         out = self._built.get(u)
         if out is None:
-            if u not in self._index:
+            i = self._index.get(u)
+            if i is None:
                 raise KeyError(u)
-            row = self._holders[int(np.searchsorted(self._ids, u))]
+            row = self._holders[i]
             out = self._built[u] = frozenset(self._ids[row[self._live[row]]].tolist())
         return out
 

@@ -174,10 +174,36 @@ def reconstruct_rows(xs: np.ndarray, ys: Sequence[int]) -> list[int]:
     if int(xs[:, -1].max()) >= PRIME:
         raise ValueError("share point out of range")
     sets, which = np.unique(xs, axis=0, return_inverse=True)
-    bases = [_weights(tuple(row)) for row in sets.tolist()]
+    bases = [_dense_parts(tuple(row)) for row in sets.tolist()]
     mul = operator.mul
-    return [sum(map(mul, ys[i * t:i * t + t], bases[g])) % PRIME
-            for i, g in enumerate(which.reshape(-1).tolist())]
+    out = []
+    for i, g in enumerate(which.reshape(-1).tolist()):
+        scale, small, full = bases[g]
+        terms = ys[i * t:i * t + t]
+        if small is not None:
+            terms = map(mul, terms, small)
+        acc = sum(map(mul, terms, full)) % PRIME
+        out.append(acc if scale == 1 else acc * scale % PRIME)
+    return out
+
+
+def _dense_parts(xs: tuple[int, ...]) -> tuple[int, list[int] | None, list[int]]:
+    """Lagrange weights at zero for the ranks ``xs`` as w_i = scale * small_i * full_i mod p
+    (see :func:`_weights`): ``full_i`` from the shared table for 1..max(xs), ``small_i`` the
+    product of (m - x_i) over the ranks m missing from xs (None when none is missing), and one
+    ``scale``. A new set of ranks then costs a few small-integer products, not t modular
+    multiplications; each secret pays t cheap small multiplications more."""
+    top = xs[-1]
+    if top > 4096 or top > 2 * len(xs):
+        return 1, None, lagrange_weights_at_zero(xs)
+    present = set(xs)
+    missing = [m for m in range(1, top + 1) if m not in present]
+    top_fact, inv_i_full, inv_small = _dense_tables(top)
+    scale = top_fact
+    for m in missing:
+        scale = scale * inv_small[m - 1] % PRIME
+    small = [math.prod([m - x for m in missing]) for x in xs] if missing else None
+    return scale, small, [inv_i_full[x - 1] for x in xs]
 
 
 def evaluate(poly: Sequence[int], x: int) -> int:
