@@ -126,6 +126,7 @@ class SecAggServer:
         self._advertised: dict[int, Advertise] = {}
         self._entries: tuple[RosterEntry, ...] = ()
         self._keys_seen: set[bytes] = set()
+        self._mask_publics: dict[int, object] = {}
         self._roster_digest = b""
         self._neighbors: Mapping[int, frozenset[int]] = {}
         self._index = {c: i for i, c in enumerate(config.clients)}
@@ -257,7 +258,7 @@ class SecAggServer:
         config = self.config
         if isinstance(message, Advertise):
             crypto.load_public(message.channel_key)
-            crypto.load_public(message.mask_key)
+            mask_public = crypto.load_public(message.mask_key)
             if message.channel_key == message.mask_key:
                 raise InvalidMessage("channel and mask keys must differ")
             if message.channel_key in self._keys_seen or message.mask_key in self._keys_seen:
@@ -269,6 +270,7 @@ class SecAggServer:
                 crypto.verify(public, message.signature, b"advertise",
                               advertise_payload(config, message.sender, message.channel_key,
                                                 message.mask_key, message.commitment))
+            return mask_public  # loaded once: unmask agrees with it if the sender drops
         elif isinstance(message, Reveal):
             if (nonce_commitment(config.tag, message.sender, message.nonce)
                     != self._advertised[message.sender].commitment):
@@ -347,6 +349,7 @@ class SecAggServer:
         else:
             if isinstance(message, Advertise):
                 self._keys_seen.update((message.channel_key, message.mask_key))
+                self._mask_publics[sender] = prepared
             self._received[sender] = message
 
     # -- closing stages ----------------------------------------------------------------------
@@ -575,14 +578,10 @@ class SecAggServer:
         self_mask_key, pairwise_mask_key = crypto.self_mask_key, crypto.pairwise_mask_key
         for u, seed in seeds.items():
             subtract(acc, expand(self_mask_key(seed, tag, u)), out=acc)
-        publics: dict[int, object] = {}
-        advertised = self._advertised
+        publics = self._mask_publics
         for d, pair in keys.items():
             for v in sorted(self._neighbors[d] & survivors):
-                public = publics.get(v)
-                if public is None:
-                    public = publics[v] = crypto.load_public(advertised[v].mask_key)
-                mask = expand(pairwise_mask_key(pair.exchange(public), tag, d, v))
+                mask = expand(pairwise_mask_key(pair.exchange(publics[v]), tag, d, v))
                 # v added +PRG when v < d and -PRG otherwise; undo exactly that.
                 (subtract if v < d else add)(acc, mask, out=acc)
         if config.modulus_bits not in (32, 64):
