@@ -368,7 +368,11 @@ class SecAggServer:
     def _next(self, state: ServerState, eligible) -> None:
         self.state = state
         self._eligible = frozenset(eligible)
-        self._received = {}
+        # The stages whose messages leave nothing but the fact that they came keep that fact
+        # in a flag per client, allocated here: taking a masked vector then allocates nothing
+        # that grows with the number of clients (the streaming memory stays O(dim)).
+        self._received = (_Arrived(self._index, self.config.clients)
+                          if state in (ServerState.MASKED_INPUT, ServerState.UNMASK) else {})
 
     def close_stage(self) -> dict[int, bytes]:
         """End the current stage; return the next stage's message for each client."""
@@ -588,6 +592,42 @@ class SecAggServer:
             np.bitwise_and(acc, acc.dtype.type((1 << config.modulus_bits) - 1), out=acc)
         self._result = AggregateResult(acc, frozenset(self._u3), frozenset(self._liars),
                                        frozenset(self._mismatches))
+
+
+class _Arrived(Mapping[int, bool]):
+    """Which clients sent this stage's message, as one flag per client of the round."""
+
+    def __init__(self, index: Mapping[int, int], clients: tuple[int, ...]) -> None:
+        self._index, self._clients = index, clients
+        self._flags = bytearray(len(clients))
+        self._count = 0
+
+    def __setitem__(self, client: int, value: bool) -> None:
+        if value is not True:
+            raise ValueError("only arrival is recorded")
+        i = self._index[client]
+        if not self._flags[i]:
+            self._flags[i] = 1
+            self._count += 1
+
+    def __getitem__(self, client: int) -> bool:
+        if client not in self:
+            raise KeyError(client)
+        return True
+
+    def __contains__(self, client: object) -> bool:
+        i = self._index.get(client)  # type: ignore[call-overload]
+        return i is not None and self._flags[i] == 1
+
+    def __iter__(self) -> Iterator[int]:
+        clients, flags = self._clients, self._flags
+        i = flags.find(1)
+        while i >= 0:
+            yield clients[i]
+            i = flags.find(1, i + 1)
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class _Neighbours(Mapping[int, frozenset[int]]):
