@@ -563,10 +563,13 @@ def peek(data: bytes | memoryview, config: RoundConfig) -> tuple[Kind, int]:
         raise InvalidMessage(f"unsupported message version {version}")
     if tag != config.tag:
         raise StageError("message belongs to another round")
-    try:
-        return Kind(kind), sender
-    except ValueError:
-        raise InvalidMessage("unknown message kind") from None
+    found = _KIND_OF.get(kind)
+    if found is None:
+        raise InvalidMessage("unknown message kind")
+    return found, sender
+
+
+_KIND_OF = {k.value: k for k in Kind}  # Kind(value) without an enum call per message
 
 
 def decode(data: bytes | memoryview, config: RoundConfig, expected: Kind, *,

@@ -173,17 +173,54 @@ def reconstruct_rows(xs: np.ndarray, ys: Sequence[int]) -> list[int]:
         raise ValueError("share points must be distinct, increasing and non-zero")
     if int(xs[:, -1].max()) >= PRIME:
         raise ValueError("share point out of range")
-    sets, which = np.unique(xs, axis=0, return_inverse=True)
-    bases = [_dense_parts(tuple(row)) for row in sets.tolist()]
+    # Rows grouped by their bytes (cheaper than a lexicographic sort of the rows).
+    rows = np.ascontiguousarray(xs, dtype=np.int64)
+    group: dict[bytes, int] = {}
+    which = [group.setdefault(key, len(group))
+             for key in rows.view(np.dtype((np.void, 8 * t))).ravel().tolist()]
+    members = np.zeros(len(group), dtype=np.int64)
+    members[which] = np.arange(count)  # any row of a group stands for it: they are equal
+    bases = _bases(rows[members])
     mul = operator.mul
     out = []
-    for i, g in enumerate(which.reshape(-1).tolist()):
+    for i, g in enumerate(which):
         scale, small, full = bases[g]
         terms = ys[i * t:i * t + t]
         if small is not None:
             terms = map(mul, terms, small)
         acc = sum(map(mul, terms, full)) % PRIME
         out.append(acc if scale == 1 else acc * scale % PRIME)
+    return out
+
+
+def _bases(sets: np.ndarray, chunk: int = 1024) -> list[tuple[int, list[int] | None, list[int]]]:
+    """:func:`_dense_parts` of every row of ``sets`` (increasing rows of ranks), with
+    the small products of all dense rows computed in numpy, a chunk of rows at a time."""
+    count, t = sets.shape
+    top = sets[:, -1]
+    # Dense rows whose small products fit in int64 (fewer than 63 bits: |M| factors < top).
+    cheap = (top <= 2 * t) & ((top - t) * np.log2(np.maximum(top, 2)) < 62)
+    out: list = [None] * count
+    rows = np.flatnonzero(cheap)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        xs = sets[part]
+        width = int(xs[:, -1].max())
+        ranks = np.arange(1, width + 1)
+        present = np.zeros((len(part), width + 1), dtype=bool)
+        present[np.arange(len(part))[:, None], xs] = True
+        missing = ~present[:, 1:] & (ranks <= xs[:, -1:])
+        factors = np.where(missing[:, None, :], ranks - xs[:, :, None], 1)
+        smalls = factors.prod(axis=2).tolist()
+        for g, row, gone, small in zip(part.tolist(), xs.tolist(), missing, smalls):
+            top_fact, inv_i_full, inv_small = _dense_tables(row[-1])
+            scale = top_fact
+            absent = (np.flatnonzero(gone) + 1).tolist()
+            for m in absent:
+                scale = scale * inv_small[m - 1] % PRIME
+            out[g] = (scale, small if absent else None, [inv_i_full[x - 1] for x in row])
+    for g in np.flatnonzero(~cheap).tolist():
+        out[g] = _dense_parts(tuple(sets[g].tolist()))
     return out
 
 
