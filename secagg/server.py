@@ -509,26 +509,24 @@ class SecAggServer:
         secret_of = np.full(self.config.n, -1, dtype=np.int64)
         secret_of[[index[c] for c, _, _ in wanted]] = np.arange(len(wanted))
         revealed = self._revealed
-        total = sum(len(x) for _, x in revealed.values())
-        table = np.empty((total, width), dtype=np.uint8)
-        x = np.empty(total, dtype=np.int64)
-        holder = np.empty(total, dtype=np.int64)
-        at = 0
-        while revealed:  # moved into one table, holder by holder: one copy of the shares
-            sender, (records, xs) = revealed.popitem()
-            stop = at + len(xs)
-            table[at:stop] = np.frombuffer(records, dtype=np.uint8).reshape(-1, width)
-            x[at:stop], holder[at:stop] = xs, sender
-            at = stop
+        holders = list(revealed)
+        table = np.frombuffer(b"".join(records for records, _ in revealed.values()),
+                              dtype=np.uint8).reshape(-1, width)
+        x = np.concatenate([xs for _, xs in revealed.values()]) if revealed \
+            else np.zeros(0, dtype=np.int64)
+        holder = np.repeat(np.array(holders, dtype=np.int64),
+                           [len(xs) for _, xs in revealed.values()])
+        self._revealed = {}
         about = table[:, :4].copy().view(">u4").ravel().astype(np.int64)
         secret = secret_of[np.searchsorted(self._ids, about)]
         order = np.lexsort((x, secret))  # by secret, nearest holder first
         counts = np.bincount(secret, minlength=len(wanted))
-        for (client, what, _), count in zip(wanted, counts.tolist()):
-            # x-coordinates are distinct by construction: one message per holder, each naming
-            # an owner at most once, and a holder's rank is injective per owner.
-            if count < t:
-                raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
+        # x-coordinates are distinct by construction: one message per holder, each naming an
+        # owner at most once, and a holder's rank is injective per owner.
+        short = np.flatnonzero(counts < t)
+        if len(short):
+            client, what, _ = wanted[short[0]]
+            raise self._abort(f"too few shares to reconstruct the {what} of client {client}")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         chosen = order[starts[:, None] + np.arange(t)]
         from_bytes = int.from_bytes
