@@ -1,19 +1,29 @@
 """``python -m secagg bench``: time one SecAgg+ round against this machine's own AES-CTR speed.
 
-Clients and server are the real state machines; messages stream one at a time from each client
-to the server (so the server never holds more than one masked vector besides its accumulator).
+Clients and server are the real state machines; the server takes messages one at a time (so it
+never holds more than one masked vector besides its accumulator). The simulated clients of a
+batch (``batch``, default 16) produce their messages first and the server then takes them back
+to back, as it would take a transport's backlog: with one client's O(k * dim) work between every
+two server calls, the bench would time the clients evicting the server's accumulator from cache.
 Each party's compute is timed separately. The PRG floor is what the server's mask expansion alone
-costs as raw AES-128-CTR ``update_into`` on this machine, measured in the same run on exactly the
-number of mask vectors the server had to expand, so ``server_seconds / prg_floor_seconds`` is a
-ratio that the machine's speed and load cancel out of. The protocol floor adds what else the
-server cannot avoid, priced the same way: one X25519 per (dropped, surviving neighbour) pair and
-one in-place add per vector expanded or received (``protocol_floor_seconds``).
+costs as raw AES-128-CTR ``update_into`` on this machine (one cipher context per key through the
+same call the server makes), measured in the same run on exactly the number of mask vectors the
+server had to expand, so ``server_seconds / prg_floor_seconds`` is a ratio that the machine's
+speed and load cancel out of. The protocol floor adds what else the server cannot avoid, priced
+the same way: one X25519 per (dropped, surviving neighbour) pair and one in-place add per vector
+expanded or received (``protocol_floor_seconds``). Everything else the server does (parsing and
+checking messages, routing sealed shares, Shamir reconstruction and the commitment checks, key
+derivation, unpacking the packed vectors) is above the floor.
 
 With ``memory``, tracemalloc runs inside the server's calls only (the clients run untraced), and
 the report gives the largest allocation peak of any one call plus the accumulator the server
-holds between calls (its vector memory, O(dim) whatever the number of clients), and the same
-with the share_keys relay, whose O(clients * neighbours) sealed shares the protocol makes the
-server hold for a stage. Tracing slows the server: take timings from a run without it.
+holds between calls. ``server_stream_peak_bytes`` (the accumulator plus one masked vector taken
+in) is O(dim) whatever the number of clients: the figure to compare across n.
+``server_vector_peak_bytes`` adds the closes of masked_input and unmask, where the server plans
+and then reconstructs from every revealed share (O(clients * neighbours) small records, as the
+protocol makes it hold them), and ``server_peak_bytes`` the share_keys relay, whose
+O(clients * neighbours) sealed shares pass through the server for a stage. Tracing slows the
+server: take timings from a run without it.
 """
 
 from __future__ import annotations
@@ -280,7 +290,8 @@ def run_bench(cfg: BenchConfig) -> dict:
     if cfg.memory:
         # Vector memory lives in masked_input and unmask: the accumulator and its scratch buffer
         # (held between calls) plus what one call allocates (PRG buffer, views of one incoming
-        # vector): O(dim). share_keys relays O(n*k) small encrypted shares instead.
+        # vector): O(dim); their closes also hold the O(n*k) share records. share_keys relays
+        # O(n*k) small encrypted shares.
         held = 2 * cfg.dim * word_dtype(modulus_bits).itemsize
         report["server_peak_bytes_by_stage"] = peaks
         report["server_vector_peak_bytes"] = held + max(peaks.get("masked_input", 0),
