@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from . import _testing
 from .client import advertise_payload, consistency_payload, opens_mask_key, opens_seed, \
@@ -571,19 +572,22 @@ class SecAggServer:
             + [(d, "mask key", opens_mask_key(self._advertised[d].mask_key))
                for d in self._dropped])
         seeds = {u: v.to_bytes(32, "big") for u, v in zip(self._u3, recovered)}
-        keys = {d: crypto.KeyPair.from_private_bytes(v.to_bytes(32, "big"))
+        # The check already derived each mask key's public half; agreeing needs only the
+        # private half (no second scalar multiplication per dropped client).
+        keys = {d: X25519PrivateKey.from_private_bytes(v.to_bytes(32, "big"))
                 for d, v in zip(self._dropped, recovered[len(self._u3):])}
         acc = self._acc.total()
         self._acc = None
         tag, expand = config.tag, prg.expand
         subtract, add = np.subtract, np.add
         self_mask_key, pairwise_mask_key = crypto.self_mask_key, crypto.pairwise_mask_key
+        agree = crypto.agree
         for u, seed in seeds.items():
             subtract(acc, expand(self_mask_key(seed, tag, u)), out=acc)
         publics = self._mask_publics
         for d, pair in keys.items():
             for v in sorted(self._neighbors[d] & survivors):
-                mask = expand(pairwise_mask_key(pair.exchange(publics[v]), tag, d, v))
+                mask = expand(pairwise_mask_key(agree(pair, publics[v]), tag, d, v))
                 # v added +PRG when v < d and -PRG otherwise; undo exactly that.
                 (subtract if v < d else add)(acc, mask, out=acc)
         if config.modulus_bits not in (32, 64):
