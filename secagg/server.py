@@ -578,16 +578,17 @@ class SecAggServer:
                 for d, v in zip(self._dropped, recovered[len(self._u3):])}
         acc = self._acc.total()
         self._acc = None
-        tag, expand = config.tag, prg.expand
+        expand = prg.expand
         subtract, add = np.subtract, np.add
-        self_mask_key, pairwise_mask_key = crypto.self_mask_key, crypto.pairwise_mask_key
+        derive = crypto.MaskKeys(config.tag)
+        self_mask_key, pairwise_mask_key = derive.self_mask, derive.pairwise
         agree = crypto.agree
         for u, seed in seeds.items():
-            subtract(acc, expand(self_mask_key(seed, tag, u)), out=acc)
+            subtract(acc, expand(self_mask_key(seed, u)), out=acc)
         publics = self._mask_publics
         for d, pair in keys.items():
             for v in sorted(self._neighbors[d] & survivors):
-                mask = expand(pairwise_mask_key(agree(pair, publics[v]), tag, d, v))
+                mask = expand(pairwise_mask_key(agree(pair, publics[v]), d, v))
                 # v added +PRG when v < d and -PRG otherwise; undo exactly that.
                 (subtract if v < d else add)(acc, mask, out=acc)
         if config.modulus_bits not in (32, 64):

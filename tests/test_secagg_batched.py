@@ -532,3 +532,16 @@ def test_bench_at_ten_thousand_clients_streams_in_the_memory_of_a_thousand():
                                   progress=False))
     assert small["correct"] and large["correct"]
     assert large["server_stream_peak_bytes"] <= 1.2 * small["server_stream_peak_bytes"]
+
+
+@settings(max_examples=60)
+@given(tag=st.binary(min_size=1, max_size=100), ikm=st.binary(min_size=0, max_size=80),
+       a=st.integers(0, 2**32 - 1), b=st.integers(0, 2**32 - 1))
+def test_round_mask_keys_equal_the_per_key_derivation(tag, ikm, a, b):
+    """The server's per-round key deriver (the tag's HMAC key blocks hashed once) gives the
+    bytes of HKDF itself, pinned to RFC 5869 in the known-answer tests."""
+    from secagg.hazmat import crypto
+
+    keys = crypto.MaskKeys(tag)
+    assert keys.pairwise(ikm, a, b) == crypto.pairwise_mask_key(ikm, tag, a, b)
+    assert keys.self_mask(ikm, a) == crypto.self_mask_key(ikm, tag, a)
