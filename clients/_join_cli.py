@@ -12,7 +12,6 @@ models run. At the end it prints what it agreed to and what it spent.
 from __future__ import annotations
 
 import json
-import logging
 import tomllib
 from pathlib import Path
 
@@ -30,6 +29,11 @@ Examples:
 \b
 --data builtin:NAME:I/N is the I-th of N IID shares of a bundled data set (breast_cancer,
 digits, diabetes), split as 'cohort simulate --seed S' splits it.
+
+\b
+Logs: --log-json writes one JSON object per line on stderr (time, level, event, round, stage,
+step, status ...); --log-file FILE appends the same JSON lines, at INFO, to FILE. No log line
+holds key material, shares, masks, update values or message bodies.
 
 {EXIT_CODES_HELP}"""
 
@@ -51,11 +55,18 @@ digits, diabetes), split as 'cohort simulate --seed S' splits it.
 @click.option("--report", type=click.Path(path_type=Path), default=None, show_default="none",
               help="Also write what was agreed and spent as JSON here.")
 @click.option("--verbose", is_flag=True, help="Log every request and step.")
+@click.option("--log-json", is_flag=True, help="Log on stderr as JSON lines, not text.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              show_default="none", help="Also append every event, as JSON lines, to this file.")
 def join(kit: Path, data_spec: str, label_column: str | None, url: str | None,
-         seed: int | None, run_seconds: float, report: Path | None, verbose: bool) -> int:
+         seed: int | None, run_seconds: float, report: Path | None, verbose: bool,
+         log_json: bool, log_file: Path | None) -> int:
     """Join the coordinator named in the kit and take part in its job until it ends."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+    # The commands' own handlers replace any a dependency installed at import (opacus
+    # configures the root logger), so --verbose and --log-json mean what they say.
+    from cohort.logs import configure_logging
+
+    configure_logging(verbose=verbose, json_lines=log_json, file=log_file)
     from cohort.runtime import keep_large_buffers
 
     keep_large_buffers()

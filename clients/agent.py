@@ -25,8 +25,11 @@ service says ``job_done``. It names its round in progress (``current=<round>``),
 that ended while it was between requests is never mistaken for the next one.
 
 Connections are TLS 1.3 with the site's client certificate, the coordinator checked against the
-consortium CA and its host name. The report and the log say what was sent (steps, stages, byte
-counts, status codes), never key material or message contents.
+consortium CA and its host name. A retryable answer (503 while the coordinator restores its
+state, 429 when this site is over its request budget) is retried after the longer of the
+back-off and the answer's ``Retry-After``. The report and the log (structured events of
+:mod:`cohort.logs`) say what was sent (steps, stages, byte counts, status codes), never key
+material or message contents.
 """
 
 from __future__ import annotations
@@ -40,18 +43,35 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cohort.logs import event
 from secagg import envelope
+
+from .connection import CoordinatorConnection, Reply, TransportError
 from secagg.errors import CohortError, ProtocolAbort
 
 __all__ = ["RoundParticipant", "SiteAgent", "AgentReport", "StepSent", "site_tls_context",
-           "backoff_delay"]
+           "backoff_delay", "retry_after"]
 
 log = logging.getLogger("cohort.agent")
 
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_RETRY_AFTER = 60.0  # a longer Retry-After is waited out in steps of this, within the run
+
+
+def retry_after(response: Reply) -> float | None:
+    """The seconds a response's ``Retry-After`` asks for (delta-seconds form), or None."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # an HTTP-date, or junk: the back-off alone decides
+    if not seconds >= 0 or seconds == float("inf"):
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
 
 
 class RoundParticipant(Protocol):
@@ -131,8 +151,8 @@ class SiteAgent:
         self.backoff_cap = backoff_cap
         self.start_after = start_after  # first step to ask for (a participant already under way)
         self._sleep = sleep
-        self._http = httpx.Client(base_url=base_url, verify=tls,
-                                  timeout=httpx.Timeout(poll_wait + 30.0, connect=10.0))
+        self._http = CoordinatorConnection(base_url, tls, timeout=poll_wait + 30.0,
+                                           connect_timeout=10.0)
         self.report = AgentReport(client_id)
 
     def close(self) -> None:
@@ -145,7 +165,7 @@ class SiteAgent:
         self.close()
 
     # -- one request, retried -------------------------------------------------------------------
-    def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> httpx.Response:
+    def _request(self, method: str, url: str, *, deadline: float, **kwargs) -> Reply:
         """One request, retried with back-off. A coordinator that answers with a retryable
         status gets ``max_attempts``; one that cannot be reached at all (down, restarting) is
         retried for up to ``max_outage`` seconds of back-off (within the run time), so a site
@@ -154,26 +174,32 @@ class SiteAgent:
         attempt = answered = 0
         outage = 0.0  # seconds slept waiting for a coordinator that could not be reached
         while True:
+            asked = status = None
             try:
                 response = self._http.request(method, url, **kwargs)
                 if response.status_code not in _RETRY_STATUS:
                     return response
-                why = f"HTTP {response.status_code}"
+                why, status = f"HTTP {response.status_code}", response.status_code
                 answered += 1
-            except httpx.TransportError as exc:
-                why = type(exc).__name__
+                asked = retry_after(response)
+            except TransportError as exc:
+                why = str(exc).split(':')[0]
             attempt += 1
             if answered >= self.max_attempts:
                 break
             delay = backoff_delay(min(attempt - 1, 30), base=self.backoff_base,
                                   cap=self.backoff_cap)
+            if asked is not None:  # the coordinator said when: never sooner than that
+                delay = max(delay, asked)
             if time.monotonic() + delay > deadline or (
                     answered == 0 and outage + delay > self.max_outage):
                 break
             outage += delay if answered == 0 else 0.0
             self.report.retries += 1
-            log.info("site %d: %s %s failed (%s); retrying in %.2fs", self.client_id, method,
-                     url.split("?")[0], why, delay)
+            event(log, logging.INFO, "request_retry", "site %d: %s %s failed (%s); retrying in "
+                  "%.2fs", self.client_id, method, url.split("?")[0], why, delay,
+                  client=self.client_id, method=method, path=url.split("?")[0], error=why,
+                  status=status, delay=round(delay, 3))
             self._sleep(delay)
         raise _GiveUp(f"{method} {url.split('?')[0]}: {why} after {attempt} attempts")
 
@@ -189,8 +215,9 @@ class SiteAgent:
             if r.status_code == 200:
                 return r.content
             if r.status_code != 204:
-                log.info("site %d: the outcome of round %s was refused: %s", self.client_id,
-                         round_hex[:16], _refusal(r))
+                event(log, logging.INFO, "outcome_refused", "site %d: the outcome of round %s "
+                      "was refused: %s", self.client_id, round_hex[:16], _refusal(r),
+                      client=self.client_id, round=round_hex, status=r.status_code)
                 return None
         return None
 
@@ -213,12 +240,14 @@ class SiteAgent:
                 outcome = (self._fetch_outcome(round_hex, deadline)
                            if wants is not None and wants() else None)
                 ended(how, outcome)
-            log.info("site %d: round %s %s", self.client_id, round_hex[:16], how)
+            event(log, logging.INFO, "round_ended", "site %d: round %s %s", self.client_id,
+                  round_hex[:16], how, client=self.client_id, round=round_hex,
+                  outcome=how.split(":")[0])
             after, current, done = 0, None, round_hex
             self.participant = None
 
         try:
-            ahead: httpx.Response | None = None  # the next message, from a POST's response
+            ahead: Reply | None = None  # the next message, from a POST's response
             while report.polls < self.max_polls and time.monotonic() < deadline:
                 report.polls += 1
                 mine = "" if current is None else current.hex()
@@ -267,8 +296,9 @@ class SiteAgent:
                         continue
                     report.outcome = "done"
                     break
-                sealed = envelope.seal(self.identity, round_id=round_id, client=self.client_id,
-                                       step=step, stage=stage, body=reply)
+                sealed = envelope.seal_parts(self.identity, round_id=round_id,
+                                             client=self.client_id, step=step, stage=stage,
+                                             body=reply)
                 p = self._request("POST", f"/v1/rounds/{round_id.hex()}/steps/{step}"
                                   f"?wait={self.poll_wait}", content=sealed, deadline=deadline,
                                   headers={"content-type": "application/octet-stream"})
@@ -279,13 +309,17 @@ class SiteAgent:
                     else:
                         outcome = _json(p).get("outcome", "accepted")
                     report.steps.append(StepSent(step, stage, len(reply), outcome))
-                    log.info("site %d: step %d (%s) sent %d bytes: %s", self.client_id, step,
-                             stage, len(reply), outcome)
+                    event(log, logging.INFO, "step_sent", "site %d: step %d (%s) sent %d bytes: "
+                          "%s", self.client_id, step, stage, len(reply), outcome,
+                          client=self.client_id, round=round_id.hex(), step=step, stage=stage,
+                          bytes=len(reply), outcome=outcome, status=p.status_code)
                     after = step + 1
                 elif p.status_code == 409:
                     # The round moved on without us (our step closed): ask what is left.
-                    log.info("site %d: step %d (%s) refused as too late: %s", self.client_id,
-                             step, stage, _refusal(p))
+                    event(log, logging.INFO, "step_too_late", "site %d: step %d (%s) refused as "
+                          "too late: %s", self.client_id, step, stage, _refusal(p),
+                          client=self.client_id, round=round_id.hex(), step=step, stage=stage,
+                          status=p.status_code)
                     after = step + 1
                 else:
                     report.outcome, report.detail = "refused", _refusal(p)
@@ -298,12 +332,14 @@ class SiteAgent:
         except CohortError as exc:
             report.outcome, report.detail = "error", f"{type(exc).__name__}: {exc}"
         report.seconds = time.monotonic() - start
-        log.info("site %d: %s after %d polls, %d steps, %d retries (%s)", self.client_id,
-                 report.outcome, report.polls, len(report.steps), report.retries, report.detail)
+        event(log, logging.INFO, "agent_finished", "site %d: %s after %d polls, %d steps, %d "
+              "retries (%s)", self.client_id, report.outcome, report.polls, len(report.steps),
+              report.retries, report.detail, client=self.client_id, outcome=report.outcome,
+              polls=report.polls, steps=len(report.steps), retries=report.retries)
         return report
 
 
-def _json(r: httpx.Response) -> dict:
+def _json(r: Reply) -> dict:
     try:
         data = r.json()
     except ValueError:
@@ -311,6 +347,6 @@ def _json(r: httpx.Response) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _refusal(r: httpx.Response) -> str:
+def _refusal(r: Reply) -> str:
     data = _json(r)
     return f"HTTP {r.status_code} {data.get('error', '')}: {data.get('detail', '')}".strip()

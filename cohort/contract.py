@@ -440,10 +440,29 @@ class Job:
     stage_timeout: float = 30.0
     join_timeout: float = 120.0
     poll_hold: float = 5.0
+    # The service's guards against slow and flooding peers (coordinator.service.connections
+    # and .ratelimit): a connection with no request under way for idle_timeout seconds is
+    # closed, a request body must arrive within body_timeout, a request may take at most
+    # request_timeout; each site may send requests_per_second on average, bursts of
+    # request_burst (never below four per poll_hold: an honest agent's polling never meets it).
+    idle_timeout: float = 30.0
+    body_timeout: float = 30.0
+    request_timeout: float = 600.0
+    requests_per_second: float = 50.0
+    request_burst: int = 200
     seed: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rounds", v.integer(self.rounds, "rounds", minimum=1))
+        for name in ("idle_timeout", "body_timeout", "request_timeout", "requests_per_second"):
+            object.__setattr__(self, name, v.positive(getattr(self, name), name))
+        object.__setattr__(self, "request_burst",
+                           v.integer(self.request_burst, "request_burst", minimum=1))
+        if self.request_timeout <= self.poll_hold + self.body_timeout:
+            raise ConfigurationError(
+                f"request_timeout must be longer than poll_hold + body_timeout "
+                f"({self.poll_hold:g} + {self.body_timeout:g} s): an honest long poll or "
+                f"upload takes that long")
         if self.strategy not in SERVER_OPTIMISERS:
             raise ConfigurationError(f"strategy must be a server optimiser (one of "
                                      f"{', '.join(sorted(s.value for s in SERVER_OPTIMISERS))})")
@@ -477,7 +496,12 @@ _JOB_KEYS: dict[str, dict[str, tuple[type | tuple[type, ...], str]]] = {
                "malicious": (bool, "malicious")},
     "timeouts": {"stage": ((int, float), "stage_timeout"),
                  "join": ((int, float), "join_timeout"),
-                 "poll_hold": ((int, float), "poll_hold")},
+                 "poll_hold": ((int, float), "poll_hold"),
+                 "idle": ((int, float), "idle_timeout"),
+                 "body": ((int, float), "body_timeout"),
+                 "request": ((int, float), "request_timeout")},
+    "limits": {"requests_per_second": ((int, float), "requests_per_second"),
+               "burst": (int, "request_burst")},
 }
 _TRAINING_FIELDS = {"model", "hidden", "epochs", "lr", "batch_size", "optimizer", "prox_mu"}
 _JOB_FIELD_AT = {field: f"{table}.{key}" for table, keys in _JOB_KEYS.items()
@@ -518,7 +542,8 @@ def parse_job(text: str, *, source: str = "job.toml") -> Job:
             field = "mode"
             values["mode"] = Mechanism(values["mode"])
         for name in ("server_lr", "noise_multiplier", "clip_norm", "target_epsilon", "delta",
-                     "max_weight", "stage_timeout", "join_timeout", "poll_hold"):
+                     "max_weight", "stage_timeout", "join_timeout", "poll_hold",
+                     "idle_timeout", "body_timeout", "request_timeout", "requests_per_second"):
             if name in values:
                 field = name
                 values[name] = float(values[name])
@@ -532,6 +557,8 @@ def parse_job(text: str, *, source: str = "job.toml") -> Job:
             field = "job"
         return Job(training=LocalTraining(**training), **values)
     except (ValueError, ConfigurationError) as exc:
+        if field == "job":  # Job's own checks: name the file's key the message is about
+            field = next((f for f in _JOB_FIELD_AT if str(exc).startswith(f + " ")), field)
         where = _JOB_FIELD_AT.get(field, field)
         raise ConfigurationError(f"{source}: {where}: {exc}") from None
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import signal
 import threading
 import time
@@ -42,7 +41,20 @@ job.toml (every table optional but [data]):
   [secagg]   modulus_bits  max_weight  neighbors  threshold  malicious = true (signed keys and
              the consistency check; false only if the coordinator is trusted to follow the
              protocol)
-  [timeouts] stage = 30  join = 120  poll_hold = 5
+  [timeouts] stage = 30  join = 120  poll_hold = 5  idle = 30 (a connection with no request
+             under way is closed)  body = 30 (a request body's read deadline)  request = 600
+  [limits]   requests_per_second = 50  burst = 200 (each site's budget, by its certificate;
+             over it: 429 with Retry-After; never below four requests per poll_hold)
+
+\b
+Revoking a site while the job runs: 'cohort provision ... --revoke SITE', then copy the new
+roster.json and roster.sig into this kit; the service takes the new signed roster on its next
+request and refuses the site from then on (in an open round it becomes a dropout).
+
+\b
+Logs: --log-json writes one JSON object per line on stderr (time, level, event, round, stage,
+site, status ...); --log-file FILE appends the same JSON lines, at INFO, to FILE. No log line
+holds key material, shares, masks, update values or message bodies.
 
 {EXIT_CODES_HELP}"""
 
@@ -76,22 +88,31 @@ def _kit(kit: Path) -> dict:
                    "Serving the same job.toml with an existing state file resumes the job "
                    "where it stopped (after a crash or kill -9).")
 @click.option("--verbose", is_flag=True, help="Log every request and step.")
+@click.option("--log-json", is_flag=True, help="Log on stderr as JSON lines, not text.")
+@click.option("--log-file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              show_default="none", help="Also append every event, as JSON lines, to this file.")
 def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
-          port_file: Path | None, state_file: Path | None, verbose: bool) -> int:
+          port_file: Path | None, state_file: Path | None, verbose: bool, log_json: bool,
+          log_file: Path | None) -> int:
     """Run the coordinator service over mutual TLS for the job in JOB until it ends."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+    # The commands' own handlers replace any a dependency installed at import (opacus
+    # configures the root logger), so --verbose and --log-json mean what they say.
+    from cohort.logs import configure_logging
+
+    configure_logging(verbose=verbose, json_lines=log_json, file=log_file)
     from cohort.runtime import keep_large_buffers
 
     keep_large_buffers()
     from cohort.contract import parse_job
-    from cohort.enrolment import load_roster
+
+    from .service.roster import FileRoster
 
     config = _kit(kit)
     files = config.get("files", {})
     job = parse_job(job_file.read_text(), source=str(job_file))
-    roster = load_roster(kit / files.get("roster", "roster.json"),
-                         kit / files.get("ca", "ca.pem"))
+    # Re-read when the kit's roster files change: a site revoked meanwhile is refused from the
+    # service's next request on.
+    roster = FileRoster(kit / files.get("roster", "roster.json"), kit / files.get("ca", "ca.pem"))
     active = [s for s in roster.sites if s.active]
     port = int(config.get("port", 8443)) if port is None else port
 
@@ -102,6 +123,8 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
 
     from .job import JobRunner
     from .service import CoordinatorService, create_app, serve_in_thread, server_context
+    from .service.connections import ConnectionLimits
+    from .service.ratelimit import RateLimit, SiteRateLimiter, rate_for_poll_hold
 
     evaluate_fn = None
     if job.dataset is not None:
@@ -139,11 +162,23 @@ def serve(kit: Path, job_file: Path, out: Path, host: str, port: int | None,
     metrics_path.write_text("")
     # Not ready until the job runner has rebuilt any round from the state file: the sites'
     # requests meanwhile get 503 and are retried.
-    service = CoordinatorService(roster, poll_hold=job.poll_hold, ready=False)
+    rate = rate_for_poll_hold(RateLimit(job.requests_per_second, job.request_burst),
+                              job.poll_hold)
+    service = CoordinatorService(roster, poll_hold=job.poll_hold, body_timeout=job.body_timeout,
+                                 ready=False, rate=SiteRateLimiter(rate))
+
+    def roster_changed(old, new) -> None:  # a revoked site is not asked into another round
+        for site in new.sites:
+            if not site.active:
+                service.last_seen.pop(site.client_id, None)
+
+    roster.on_change = roster_changed
     context = server_context(certfile=kit / files.get("certificate", "server.pem"),
                              keyfile=kit / files.get("key", "server.key"),
                              cafile=kit / files.get("ca", "ca.pem"))
-    handle = serve_in_thread(create_app(service), context, host=host, port=port)
+    handle = serve_in_thread(create_app(service), context, host=host, port=port,
+                             connections=ConnectionLimits(idle=job.idle_timeout,
+                                                          request=job.request_timeout))
     if port_file is not None:
         port_file.write_text(f"{handle.port}\n")
     click.echo(f"serving job {job.name!r} ({job.rounds} rounds, {job.strategy.value}, "

@@ -31,6 +31,7 @@ import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cohort.contract import OUTCOME_ACK, Job, RoundRequest, RoundTask, RoundWork
+from cohort.logs import event
 from privacy import Mechanism, event_from_json, event_to_json
 from secagg.errors import InvalidMessage, ProtocolAbort, StageError
 
@@ -255,7 +256,8 @@ class JobRunner:
             result.rounds.append(metrics)
             if self.on_round is not None:
                 self.on_round(metrics)
-            log.info("round %d restored from the state file", number)
+            event(log, logging.INFO, "round_restored", "round %d restored from the state file",
+                  number, round_number=number, round=round_id.hex())
         return None
 
     def _score_and_epsilon(self) -> tuple[Mapping[str, Any], float | None]:
@@ -425,6 +427,9 @@ class JobRunner:
         if self.store is not None:
             self.store.checkpoint(r, np.ascontiguousarray(self.global_flat, dtype="<f8")
                                   .tobytes(), dataclasses.asdict(metrics))
-        log.info("round %d: %d of %d summed, accuracy %s, %.2fs", r, participants, len(names),
-                 metrics.accuracy, metrics.seconds)
+        event(log, logging.INFO, "round_ended", "round %d: %d of %d summed, accuracy %s, %.2fs",
+              r, participants, len(names), metrics.accuracy, metrics.seconds, round_number=r,
+              round=agg.round_id.hex(), state=session.state.value, summed=participants,
+              planned=len(names), dropouts=dropouts, accuracy=metrics.accuracy,
+              epsilon=metrics.epsilon, seconds=round(metrics.seconds, 3))
         return metrics

@@ -427,9 +427,10 @@ class GraphGrinding(_CheatingServer):
 
 
 class ForgedHeader(_CheatingServer):
-    """Review finding 5: a corrupt client sends a malformed message whose header names the
-    victim, hoping the server evicts the victim. The server takes the sender from the
-    transport, so only the corrupt client's own standing is at stake."""
+    """Review finding 5: a corrupt client sends messages whose header names the victim: a
+    malformed one (hoping the server evicts the victim) and its own well-formed message
+    re-headered (hoping the server takes it as the victim's). The server takes the sender from
+    the transport, so both are refused as the corrupt client's and change nothing."""
 
     def __init__(self, *, victim: int | None = None,
                  stage: Stage = Stage.MASKED_INPUT) -> None:
@@ -449,8 +450,8 @@ class ForgedHeader(_CheatingServer):
                     Stage.MASKED_INPUT: Kind.MASKED_INPUT,
                     Stage.CONSISTENCY_CHECK: Kind.CONSISTENCY_SIGNATURE,
                     Stage.UNMASK: Kind.UNMASK_SHARES}[stage]
-            forged = _header(kind, self.config, v) + b"\x00" * 3  # malformed body
-            return [forged, data]
+            head = _header(kind, self.config, v)
+            return [head + b"\x00" * 3, head + data[len(head):], data]  # malformed, spoken for
         return [data]
 
 

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from .errors import InvalidMessage
 
-__all__ = ["DOMAIN", "MAGIC", "VERSION", "MAX_OVERHEAD", "Envelope", "InvalidSignature",
+__all__ = ["seal_parts", "DOMAIN", "MAGIC", "VERSION", "MAX_OVERHEAD", "Envelope", "InvalidSignature",
            "MalformedEnvelope", "seal", "parse"]
 
 MAGIC = b"CTE"
@@ -88,8 +88,17 @@ def _header(round_id: bytes, client: int, step: int, stage: str, digest: bytes) 
 def seal(identity: Ed25519PrivateKey, *, round_id: bytes, client: int, step: int, stage: str,
          body: bytes) -> bytes:
     """The envelope around ``body``, signed with the site's identity key."""
+    head, body = seal_parts(identity, round_id=round_id, client=client, step=step, stage=stage,
+                            body=body)
+    return head + body
+
+
+def seal_parts(identity: Ed25519PrivateKey, *, round_id: bytes, client: int, step: int,
+               stage: str, body: bytes) -> tuple[bytes, bytes]:
+    """:func:`seal` as (everything before the body, the body): the same bytes, for a sender
+    that writes them one after the other instead of copying a model-sized body into one."""
     header = _header(round_id, client, step, stage, hashlib.sha256(body).digest())
-    return header + identity.sign(DOMAIN + header) + body
+    return header + identity.sign(DOMAIN + header), body
 
 
 def parse(data: bytes) -> Envelope:

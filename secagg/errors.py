@@ -33,7 +33,8 @@ class InvalidInput(CohortError, ValueError):
 
 class InvalidMessage(CohortError):
     """A protocol message that is malformed, oversized, forged, replayed or fails its integrity
-    check. The message is rejected before any state changes; its sender is treated as dropped."""
+    check. The message is rejected before any state changes, its sender's standing included (a
+    stage that closes without a valid message from the sender counts it as dropped)."""
 
 
 class StageError(InvalidMessage):

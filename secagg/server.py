@@ -12,8 +12,9 @@ Who sent a message is what the transport authenticated (a client certificate, or
 signature a deployment puts around every message), passed to :meth:`receive` as ``sender``;
 the header's sender field must agree with it, and a message whose header names someone else is
 refused without touching anyone's standing. A message that is malformed, forged or out of place
-raises :class:`~secagg.errors.InvalidMessage` and changes nothing, except that its authenticated
-sender is treated as dropped from then on.
+raises :class:`~secagg.errors.InvalidMessage` and changes nothing, its authenticated sender's
+standing included (a stage that closes without a valid message from it makes it a dropout), so
+everything the server holds comes from messages it accepted, which a deployment's inbox stores.
 
 Reconstruction is robust: each secret is checked against what its owner committed to (the
 self-mask seed's hash, the mask key's public half); when the first t shares fail the check, all
@@ -122,7 +123,6 @@ class SecAggServer:
         self._directory = dict(directory) if directory is not None else None
         self.state = ServerState.ADVERTISE_KEYS
         self._received: dict = {}
-        self._excluded: set[int] = set()
         self._eligible: frozenset[int] = frozenset(config.clients)
         self._advertised: dict[int, Advertise] = {}
         self._entries: tuple[RosterEntry, ...] = ()
@@ -174,11 +174,6 @@ class SecAggServer:
         return self._result
 
     @property
-    def excluded(self) -> frozenset[int]:
-        """Clients whose messages were rejected and who are treated as dropped."""
-        return frozenset(self._excluded)
-
-    @property
     def liars(self) -> frozenset[int]:
         """Holders caught revealing a wrong share (the round corrects around them)."""
         return frozenset(self._liars)
@@ -190,11 +185,17 @@ class SecAggServer:
 
     def pending(self) -> frozenset[int]:
         """Clients that may still send a message in the current stage."""
-        return self._eligible - self._excluded - set(self._received)
+        return self._eligible - set(self._received)
 
     # -- receiving ---------------------------------------------------------------------------
     def receive(self, data: bytes, *, sender: int) -> None:
-        """Take one message that the transport authenticated as coming from ``sender``."""
+        """Take one message that the transport authenticated as coming from ``sender``.
+
+        A message that fails any check raises and changes nothing, the sender's standing
+        included: it may still send a valid message before the stage closes (nothing of the
+        refused one was applied, so trying again gains it nothing), and it is a dropout only if
+        the stage closes without one. So a refused message leaves no state that the stored
+        inbox of a deployment does not hold, and a restart replays the same server."""
         if self.state in (ServerState.DONE, ServerState.ABORTED):
             raise StageError(f"the round is {self.state.value}")
         expected = _EXPECTED[self.state]
@@ -208,7 +209,7 @@ class SecAggServer:
         if kind != expected:
             raise StageError(f"expected a {expected.name.lower()} message in stage "
                              f"{self.state.value}, got {kind.name.lower()}")
-        if sender not in self._eligible or sender in self._excluded:
+        if sender not in self._eligible:
             raise InvalidMessage("the sender may not send this message in this stage")
         if sender in self._received:
             raise InvalidMessage("duplicate message from this sender in this stage")
@@ -217,12 +218,8 @@ class SecAggServer:
         # always has. Both paths accept exactly the same messages.
         if self._batched and self._take(kind, sender, data):
             return
-        try:
-            message = decode(data, self.config, expected, checked=checked)
-            prepared = self._validate(message)
-        except InvalidMessage:
-            self._excluded.add(sender)
-            raise
+        message = decode(data, self.config, expected, checked=checked)
+        prepared = self._validate(message)
         self._apply(message, prepared)
 
     def _take(self, kind: Kind, sender: int, data: bytes | memoryview) -> bool:

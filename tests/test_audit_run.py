@@ -146,7 +146,7 @@ def test_not_a_run_is_refused(tmp_path: Path) -> None:
     import sqlite3
 
     sqlite3.connect(db).execute("CREATE TABLE t (x)").connection.close()
-    with pytest.raises(AuditError, match="state database"):
+    with pytest.raises(AuditError, match="not a coordinator state file"):
         open_records(db)
 
 

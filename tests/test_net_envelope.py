@@ -101,7 +101,7 @@ def live(tmp_path_factory):
 def _frozen(server, session):
     snap = session.snapshot()
     snap.pop("deadline_in")
-    return snap, server.state, server.pending(), server.excluded
+    return snap, server.state, server.pending()
 
 
 @given(body=st.one_of(

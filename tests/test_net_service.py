@@ -67,7 +67,7 @@ def _state(server, session):
     """Everything a refused request must leave as it was."""
     snap = session.snapshot()
     snap.pop("deadline_in")
-    return snap, server.state, server.pending(), server.excluded
+    return snap, server.state, server.pending()
 
 
 def _expected(inputs, included):

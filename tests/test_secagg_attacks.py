@@ -277,11 +277,16 @@ def test_finding_5_forged_header_evicts_nobody(stage_name):
 def test_finding_5_is_real_when_headers_are_trusted():
     from secagg import Stage
 
+    inputs = _inputs(10)
     with plant("trust_header_sender"):
         attack = ForgedHeader(victim=9, stage=Stage.MASKED_INPUT)
         attack.corrupt = frozenset({0})
-        result, _ = _play(_inputs(10), adversary=attack)
-    assert 9 not in result.included
+        result = simulate_round(inputs, modulus_bits=BITS, adversary=attack)
+    # The forger's re-headered message was taken as the victim's: the victim's own is refused
+    # as a duplicate, and the sum is not the sum of the clients it claims to include.
+    assert any(c == 9 and "duplicate" in why for c, _, why in result.rejected)
+    expected = sum(inputs[c].astype(np.uint64) for c in result.included) % (1 << BITS)
+    assert not np.array_equal(result.aggregate.astype(np.uint64), expected)
 
 
 @pytest.mark.parametrize("malicious", [False, True])

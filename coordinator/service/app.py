@@ -18,8 +18,10 @@
 ``GET  /v1/status``                        the open round's state, and the caller's standing.
 
 Who is calling is the roster entry of the client certificate the TLS handshake verified (see
-:mod:`.tls`), looked up on every request, so a revoked site is refused from its next request on;
-no header or body field is ever taken as an identity. A posted envelope must name that same site
+:mod:`.tls`), looked up on every request, so a revoked site is refused from its next request on
+(:class:`.roster.FileRoster` re-reads the kit's signed roster when it changes); no header or
+body field is ever taken as an identity. Each site then spends a token of its own request
+budget (:mod:`.ratelimit`): over it, 429 with ``Retry-After`` and nothing done. A posted envelope must name that same site
 and verify under its identity key before :meth:`RoundSession.accept` sees it. Bodies are checked
 against the step's size limit before they are read (Content-Length) and while they are read (a
 length that lies, or chunked bodies), within a read deadline.
@@ -34,16 +36,19 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from secagg import envelope
 from cohort.contract import NotEnrolled
+from cohort.logs import event
 from secagg.errors import CohortError, InvalidMessage
 
 from .errors import (BodyTimeout, InvalidRequest, MessageTooLarge, NoRound, NotReady,
-                     WrongSender, status_for)
+                     RateLimited, WrongSender, status_for)
+from .ratelimit import SiteRateLimiter
 from .rounds import (Finished, InboxStore, MemoryInbox, RoundHost, RoundSession, RoundState,
                      Work)
 from .roster import SiteIdentity, SiteRoster, fingerprint
@@ -56,12 +61,32 @@ log = logging.getLogger("cohort.service")
 _PAST_ROUNDS = 16  # ended rounds whose outcome a site that dropped out may still ask for
 
 
+@dataclass(frozen=True)
+class EndedRound:
+    """What the service keeps of a round once the next one opens: enough to give a site that
+    dropped out the outcome, nothing more. The round's session (its inbox of model-sized
+    envelopes, its host's vectors) is let go, so a long job holds one round's messages at a
+    time and the next round's buffers reuse the last round's memory."""
+
+    round_id: bytes
+    cohort: frozenset[int]
+    state: RoundState
+    outcome_bytes: bytes | None
+
+    @classmethod
+    def of(cls, session: RoundSession) -> "EndedRound":
+        return cls(session.round_id, session.cohort, session.state,
+                   getattr(session.host, "outcome_bytes", None))
+
+
 class CoordinatorService:
     """The service's state: the roster it consults and the round it runs (one at a time)."""
 
     def __init__(self, roster: SiteRoster, *, poll_hold: float = 10.0,
-                 body_timeout: float = 30.0, tick: float = 0.05, ready: bool = True) -> None:
+                 body_timeout: float = 30.0, tick: float = 0.05, ready: bool = True,
+                 rate: SiteRateLimiter | None = None) -> None:
         self.roster = roster
+        self.rate = rate  # each site's request budget; None: unlimited (tests of other things)
         # False while a restarted coordinator rebuilds its rounds from its state file: every
         # request gets 503 (retried by the sites), never an answer from half-restored state.
         self.ready = ready
@@ -73,7 +98,7 @@ class CoordinatorService:
         self.requests = 0  # requests that reached the app (a refused handshake never does)
         self.last_seen: dict[int, float] = {}
         self._lock = threading.Lock()
-        self._past: dict[bytes, RoundSession] = {}
+        self._past: dict[bytes, EndedRound] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._event: asyncio.Event | None = None
 
@@ -90,16 +115,19 @@ class CoordinatorService:
                                on_change=self._notify, first=first)
         if replay is not None:
             replayed = session.replay(replay)
-            log.info("round %s rebuilt from %d stored messages at step %d", round_id.hex()[:16],
-                     replayed, session.step)
+            event(log, logging.INFO, "round_rebuilt", "round %s rebuilt from %d stored messages "
+                  "at step %d", round_id.hex()[:16], replayed, session.step,
+                  round=round_id.hex(), messages=replayed, step=session.step,
+                  stage=session.stage)
         with self._lock:
             if self.session is not None:  # kept for its outcome, for sites that dropped out
-                self._past[self.session.round_id] = self.session
+                self._past[self.session.round_id] = EndedRound.of(self.session)
                 while len(self._past) > _PAST_ROUNDS:
                     self._past.pop(next(iter(self._past)))
             self.session = session
-        log.info("round %s open: %d sites, stage timeout %.1fs", round_id.hex()[:16],
-                 len(cohort), stage_timeout)
+        event(log, logging.INFO, "round_open", "round %s open: %d sites, stage timeout %.1fs",
+              round_id.hex()[:16], len(cohort), stage_timeout, round=round_id.hex(),
+              sites=len(cohort), stage=session.stage, stage_timeout=stage_timeout)
         self._notify()
         return session
 
@@ -153,10 +181,12 @@ class CoordinatorService:
         site = self.roster.by_fingerprint(fingerprint(der))
         if site is None or not site.active:
             raise NotEnrolled("this certificate is not an active site of the consortium")
+        if self.rate is not None:
+            self.rate.take(site.client_id)  # RateLimited: refused before anything is read
         self.last_seen[site.client_id] = time.monotonic()
         return site
 
-    def find(self, round_hex: str) -> RoundSession:
+    def find(self, round_hex: str) -> RoundSession | EndedRound:
         """The open round or one of the last few, by id (NoRound otherwise)."""
         try:
             round_id = bytes.fromhex(round_hex)
@@ -225,9 +255,14 @@ def create_app(service: CoordinatorService) -> FastAPI:
     @app.exception_handler(CohortError)
     async def refused(request: Request, exc: CohortError) -> JSONResponse:
         status = status_for(exc)
-        log.info("refused %s %s: %d %s", request.method, request.url.path, status,
-                 type(exc).__name__)
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status)
+        event(log, logging.INFO, "request_refused", "refused %s %s: %d %s", request.method,
+              request.url.path, status, type(exc).__name__, method=request.method,
+              path=request.url.path, status=status, error=type(exc).__name__)
+        headers = None
+        if isinstance(exc, RateLimited):  # whole seconds (RFC 9110), never less than one
+            headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
+        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status,
+                            headers=headers)
 
     async def next_work(site: SiteIdentity, after: int, hold: float, done: str,
                         current: str, *, only_work: bool = False) -> Response | None:
@@ -270,7 +305,10 @@ def create_app(service: CoordinatorService) -> FastAPI:
         site = service.identify(request)
         return await next_work(site, after, hold_for(wait), done, current)
 
-    @app.post("/v1/rounds/{round_hex}/steps/{step}")
+    @app.post("/v1/rounds/{round_hex}/steps/{step}", openapi_extra={"requestBody": {
+        "required": True, "description": "one signed envelope (secagg.envelope)",
+        "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                            "format": "binary"}}}}})
     async def post_message(request: Request, round_hex: str, step: int,
                            wait: float | None = None) -> Response:
         site = service.identify(request)
@@ -286,8 +324,10 @@ def create_app(service: CoordinatorService) -> FastAPI:
             raise InvalidMessage("the envelope is for another round or step than its URL")
         outcome = session.accept(site.client_id, sealed.round_id, sealed.step, sealed.stage,
                                  sealed.body, data, digest=sealed.digest)
-        log.info("site %s step %d (%s): %s, %d bytes", site.site_name, step, sealed.stage,
-                 outcome.value, len(sealed.body))
+        event(log, logging.INFO, "step_received", "site %s step %d (%s): %s, %d bytes",
+              site.site_name, step, sealed.stage, outcome.value, len(sealed.body),
+              round=round_hex, site=site.site_name, step=step, stage=sealed.stage,
+              outcome=outcome.value, bytes=len(sealed.body))
         if hold > 0:
             # The reply to this step and the poll for the next in one request: the site's
             # next message comes back as this response's body when it is ready in time.
@@ -311,7 +351,8 @@ def create_app(service: CoordinatorService) -> FastAPI:
             raise NotEnrolled("this site is not in that round's cohort")
         until = time.monotonic() + hold_for(wait)
         while True:
-            data = getattr(session.host, "outcome_bytes", None)
+            data = (session.outcome_bytes if isinstance(session, EndedRound)
+                    else getattr(session.host, "outcome_bytes", None))
             if data is not None:
                 return Response(data, media_type="application/octet-stream")
             remaining = until - time.monotonic()

@@ -13,7 +13,7 @@ from cohort.contract import NotEnrolled
 from secagg.errors import CohortError, InvalidMessage, ProtocolAbort, StageError
 
 __all__ = ["InvalidRequest", "MessageTooLarge", "BodyTimeout", "WrongSender", "NoRound",
-           "NotReady", "status_for"]
+           "NotReady", "RateLimited", "status_for"]
 
 
 class InvalidRequest(CohortError):
@@ -40,9 +40,18 @@ class NotReady(CohortError):
     """The coordinator is still rebuilding its state after a start (retry shortly)."""
 
 
+class RateLimited(CohortError):
+    """A site over its request budget (HTTP 429 with ``Retry-After``); nothing was done."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many requests from this site; retry in {retry_after:.2f}s")
+        self.retry_after = retry_after
+
+
 # Ordered: the first class an error is an instance of decides its status.
 _STATUS: tuple[tuple[type[CohortError], int], ...] = (
     (NotReady, 503),
+    (RateLimited, 429),
     (NotEnrolled, 403),
     (WrongSender, 403),
     (InvalidSignature, 401),

@@ -38,6 +38,10 @@ from .errors import NoRound
 # Test-only knob (CONVENTIONS 12): True plants a coordinator that does not record a step it
 # closed on its deadline, so a restart reopens that step (tests/test_coordinator_store.py).
 _PLANT_FORGET_DEADLINE_CLOSE = False
+# Test-only knob (CONVENTIONS 12): True plants a session that records a message in the inbox
+# before the host has checked it, so a refused message leaves a row behind (the hostile-network
+# fuzz in tests/test_net_fuzz.py must catch it).
+_PLANT_STORE_BEFORE_CHECK = False
 
 __all__ = ["RoundHost", "InboxStore", "MemoryInbox", "StoredMessage", "StoredStep", "RoundState", "RoundSession", "Work",
            "Finished", "Outcome", "StepRecord"]
@@ -235,8 +239,11 @@ class RoundSession:
                 raise StageError("the message is for another step than the open one")
             if site not in self.host.pending():
                 raise StageError("this site may not send at this step")
+            if _PLANT_STORE_BEFORE_CHECK:
+                self.inbox.put(round_id, step, stage, site, envelope, digest)
             self.host.receive(site, body)  # InvalidMessage / StageError propagate
-            self.inbox.put(round_id, step, stage, site, envelope, digest)
+            if not _PLANT_STORE_BEFORE_CHECK:
+                self.inbox.put(round_id, step, stage, site, envelope, digest)
             self._answered.add(site)
             if not self.host.pending():
                 self._close()

@@ -16,20 +16,26 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from .connections import ConnectionLimits, with_deadlines
 from .tls import PeerCertH11Protocol, PeerCertHttpToolsProtocol
 
 __all__ = ["ServerHandle", "bind_socket", "uvicorn_config", "serve_in_thread"]
 
 
-def uvicorn_config(app, context: ssl.SSLContext, *, log_level: str = "warning") -> uvicorn.Config:
+def uvicorn_config(app, context: ssl.SSLContext, *, log_level: str = "warning",
+                   connections: ConnectionLimits = ConnectionLimits()) -> uvicorn.Config:
+    """uvicorn's configuration for the service: our TLS context, the peer certificate in each
+    request's scope, the connection deadlines of :mod:`.connections` (``connections.idle`` is
+    also the keep-alive timeout), and uvicorn's own log records left to the process's logging
+    set-up (``log_config=None``: JSON lines under ``cohort serve --log-json``), no access log."""
     # httptools parses in C and uvloop's TLS transport runs in C: together they cut the service's
     # CPU per uploaded megabyte by about half against h11 on asyncio's Python SSL layer.
-    http = PeerCertHttpToolsProtocol or PeerCertH11Protocol
+    http = with_deadlines(PeerCertHttpToolsProtocol or PeerCertH11Protocol, connections)
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     return uvicorn.Config(app, http=http, loop=loop, ws="none", lifespan="on",
                           ssl_context_factory=lambda config, default: context,
-                          log_level=log_level, timeout_graceful_shutdown=2,
-                          timeout_keep_alive=30, access_log=False)
+                          log_level=log_level, log_config=None, timeout_graceful_shutdown=2,
+                          timeout_keep_alive=connections.idle, access_log=False)
 
 
 @dataclass
@@ -59,13 +65,13 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
 
 
 def serve_in_thread(app, context: ssl.SSLContext, *, host: str = "127.0.0.1", port: int = 0,
-                    start_timeout: float = 10.0,
-                    sock: socket.socket | None = None) -> ServerHandle:
+                    start_timeout: float = 10.0, sock: socket.socket | None = None,
+                    connections: ConnectionLimits = ConnectionLimits()) -> ServerHandle:
     """Serve ``app`` from a background thread on ``sock`` (or a new socket on host:port)."""
     if sock is None:
         sock = bind_socket(host, port)
     host = sock.getsockname()[0]
-    server = uvicorn.Server(uvicorn_config(app, context))
+    server = uvicorn.Server(uvicorn_config(app, context, connections=connections))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]},
                               name="cohort-service", daemon=True)
     thread.start()

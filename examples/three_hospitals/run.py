@@ -9,7 +9,8 @@ site with its share of the bundled breast-cancer data set), waits for the job to
 ``OUT/summary.json`` (the coordinator's summary, with each site's report of what it agreed to and
 spent), ``OUT/metrics.jsonl`` (one line per round) and ``OUT/rounds.png`` (score, loss, sites
 summed against sites asked, and epsilon per round). The kits, each site's ledger
-(``OUT/kits/site-N/ledger.sqlite``) and every process's log (``OUT/logs/``) stay beside them.
+(``OUT/kits/site-N/ledger.sqlite``) and every process's log (``OUT/logs/``: its output, and
+its structured events as JSON lines, ``*.jsonl``) stay beside them.
 ``--seed`` is for tests only (the same seed gives ``cohort simulate``'s final model).
 """
 
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         files.append(log)
         procs["coordinator"] = subprocess.Popen(
             _cohort("serve", "--kit", str(kits / "coordinator"), "--job", str(out / "job.toml"),
-                    "--out", str(out), "--port", "0", "--port-file", str(port_file)),
+                    "--out", str(out), "--port", "0", "--port-file", str(port_file),
+                    "--log-file", str(logs / "coordinator.jsonl")),
             env=env, stdout=log, stderr=subprocess.STDOUT)
         while not port_file.exists() or not port_file.read_text().strip():
             if procs["coordinator"].poll() is not None or time.monotonic() - started > 60:
@@ -141,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             files.append(log)
             cmd = _cohort("join", "--kit", str(kits / site), "--url", url,
                           "--data", f"builtin:breast_cancer:{i}/{len(SITES)}",
-                          "--report", str(out / f"{site}.json"))
+                          "--report", str(out / f"{site}.json"),
+                          "--log-file", str(logs / f"{site}.jsonl"))
             if args.seed is not None:
                 cmd += ["--seed", str(args.seed)]
             procs[site] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)

@@ -3,8 +3,9 @@
 membership inference: :mod:`.mia`). Each produces an :class:`AuditReport`, written as
 ``audit.json`` and ``audit.html`` by :func:`write_report`.
 
-This package reads runs as files (:class:`RunRecords`); it never imports the coordinator or
-the sites. The training the canary and membership audits need is driven from
+This package reads runs as files (:class:`RunRecords`: a simulation's output folder,
+:class:`SimulationFolder`, or a coordinator's state file, :class:`StateFile`); it never imports
+the coordinator or the sites. The training the canary and membership audits need is driven from
 ``coordinator.simulation.audit_runs``.
 """
 
@@ -19,13 +20,17 @@ from .mia import AttackMetrics, attack_metrics, lira_offline_scores, logit_confi
 from .recompute import independent_epsilon
 from .records import RunRecords, SimulationFolder, open_records
 from .report import AuditReport, Check, write_report
+from .roster import RosterKeys, read_roster, roster_from_kit
+from .state import StateFile, ledger_files
 from .run import audit_run, uniformity_pvalue
 
 __all__ = [
     "AttackMetrics", "AuditReport", "Check", "ClientCanaryResult", "ExampleCanaryResult",
-    "RunRecords", "SimulationFolder", "attack_metrics", "audit_p_value", "audit_run",
+    "RosterKeys", "RunRecords", "SimulationFolder", "StateFile", "attack_metrics",
+    "audit_p_value", "audit_run",
     "bound_from_scores", "canary_report", "client_canary_estimate", "example_canary_run",
-    "gaussian_pair_epsilon", "guesses_from_scores", "independent_epsilon",
+    "gaussian_pair_epsilon", "guesses_from_scores", "independent_epsilon", "ledger_files",
     "lira_offline_scores", "logit_confidence", "mia_report", "one_run_epsilon_lower_bound",
-    "open_records", "plot_canaries", "uniformity_pvalue", "write_report",
+    "open_records", "plot_canaries", "read_roster", "roster_from_kit", "uniformity_pvalue",
+    "write_report",
 ]

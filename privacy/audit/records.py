@@ -5,9 +5,9 @@ masked uploads it received), the sites' ledgers and what the run printed (its su
 per-round metrics). :class:`SimulationFolder` reads them from a ``python -m coordinator
 simulate --out DIR`` folder (``secagg_rounds.jsonl``, ``transcripts/``, ``ledgers.sqlite``,
 ``summary.json``, ``metrics.jsonl``) as files: the privacy package never imports the
-coordinator. A coordinator's state database (SQLite) gets its own reader behind the same
-protocol; today the deployed coordinator keeps its inbox in memory only (``MemoryInbox``), so
-there is nothing of it to read, and :func:`open_records` refuses a database it does not know.
+coordinator. A coordinator's state database (``cohort serve``'s SQLite file) is read by
+:class:`~.state.StateFile` behind the same protocol. :func:`open_records` picks the reader and
+refuses, with one :class:`AuditError`, anything that is neither.
 
 Fails closed: anything that cannot be read is kept as a *problem* (``RunRecords.problems``),
 which the audit reports as a failed check, never skipped.
@@ -29,7 +29,7 @@ from secagg.transcript import Direction, Transcript
 from ..errors import AuditError
 
 __all__ = ["LedgerRow", "LedgerBook", "RoundFacts", "RunRecords", "SimulationFolder",
-           "open_records"]
+           "connect_read_only", "open_records"]
 
 STAGES = tuple(s.value for s in Stage)  # the transcript file's stage indices
 TRANSCRIPT_MAGIC = b"CTR1"
@@ -54,6 +54,8 @@ class RoundFacts:
     event: dict[str, Any] | None
     transcript_file: str
     transcript_sha256: str
+    ended: bool = True  # False: the round was still open when the records were taken
+    told: tuple[str, ...] | None = None  # sites that acknowledged the outcome (None: all)
 
     @property
     def label(self) -> str:
@@ -88,13 +90,33 @@ class LedgerBook:
 
 
 class RunRecords(Protocol):
-    """Everything ``audit run`` needs about one run, whatever stored it."""
+    """Everything ``audit run`` needs about one run, whatever stored it.
+
+    ``summary_name`` names where the summary's epsilon was printed; :meth:`printed` is every
+    per-round record that printed an epsilon, by where it was printed; :meth:`ledger_sites`
+    is the sites whose ledgers these records hold (None: they claim to hold every site's);
+    :meth:`not_made` says which checks these records cannot support at all, and why;
+    :meth:`integrity` is the checks of the records' own authenticity that only this kind of
+    record allows (a state file's signed envelopes and its replay); :meth:`notes` is what a
+    reader of the report should know about these records."""
 
     source: str
+    kind: str
+    summary_name: str
 
     def summary(self) -> dict[str, Any] | None: ...
 
     def metrics(self) -> list[dict[str, Any]]: ...
+
+    def printed(self) -> list[tuple[str, list[dict[str, Any]]]]: ...
+
+    def ledger_sites(self) -> frozenset[str] | None: ...
+
+    def not_made(self) -> dict[str, str]: ...
+
+    def integrity(self) -> list[Any]: ...
+
+    def notes(self) -> list[str]: ...
 
     def rounds(self) -> list[RoundFacts]: ...
 
@@ -136,10 +158,25 @@ def decode_transcript(blob: bytes, config: RoundConfig) -> Transcript:
     return out
 
 
+def connect_read_only(path: str | Path) -> sqlite3.Connection:
+    """A connection that can only read ``path``. Without a write-ahead log beside the file
+    (its writer closed it cleanly) it is opened ``immutable``, so that not even SQLite's shared
+    memory file is created beside it; with one (a writer is running, or crashed), ``mode=ro``,
+    so that the log's committed transactions are read too (SQLite may then create its ``-shm``
+    index, as every reader of a live WAL database does; the database itself is never
+    written)."""
+    p = Path(path).resolve()
+    live = Path(f"{p}-wal").exists()
+    conn = sqlite3.connect(p.as_uri() + ("?mode=ro" if live else "?mode=ro&immutable=1"),
+                           uri=True, timeout=5)
+    conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
 def read_ledgers(path: Path) -> list[LedgerBook]:
     """Every (site, track) ledger in a ledger database, read-only and raw (not through
     ``SiteLedger``, which would migrate or write)."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    conn = connect_read_only(path)
     try:
         books = []
         for site, track, eps, delta, accountant in conn.execute(
@@ -162,6 +199,9 @@ def read_ledgers(path: Path) -> list[LedgerBook]:
 
 class SimulationFolder:
     """The records of a simulation's output folder."""
+
+    kind = "simulation output folder"
+    summary_name = "summary.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -226,6 +266,21 @@ class SimulationFolder:
     def metrics(self) -> list[dict[str, Any]]:
         return self._metrics
 
+    def printed(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        return [("metrics.jsonl", self._metrics)]
+
+    def ledger_sites(self) -> frozenset[str] | None:
+        return None  # a simulation keeps every site's ledger in ledgers.sqlite
+
+    def not_made(self) -> dict[str, str]:
+        return {}
+
+    def integrity(self) -> list[Any]:
+        return []  # the transcripts' SHA-256 is checked as each is read
+
+    def notes(self) -> list[str]:
+        return []
+
     def rounds(self) -> list[RoundFacts]:
         return list(self._rounds)
 
@@ -253,18 +308,28 @@ class SimulationFolder:
         return list(self._problems)
 
 
-def open_records(path: str | Path) -> RunRecords:
-    """The reader for ``path``: a simulation's output folder (a coordinator's state database
-    will get its reader here when the coordinator keeps one)."""
+def open_records(path: str | Path, *, ledgers: list[Path] | None = None,
+                 roster: Any = None) -> RunRecords:
+    """The reader for ``path``: a simulation's output folder, a coordinator's state file
+    (``cohort serve``'s SQLite database), or a folder holding ``state.sqlite`` and no
+    simulation records (``cohort serve --out``). ``ledgers`` (site ledger files) and ``roster``
+    (:class:`~.roster.RosterKeys`) apply to a state file only: a simulation keeps its own
+    ledgers and signs nothing. AuditError for anything else."""
+    from .state import StateFile
+
     p = Path(path)
     if p.is_dir():
+        if (p / "state.sqlite").is_file() and not (p / "secagg_rounds.jsonl").exists():
+            return StateFile(p / "state.sqlite", ledgers=ledgers, roster=roster)
+        if ledgers is not None or roster is not None:
+            raise AuditError(f"{p} is a simulation's output folder: it keeps its own ledgers "
+                             "(ledgers.sqlite) and signs nothing; --ledger, --ledgers, --kit "
+                             "and --roster apply to a coordinator's state file")
         return SimulationFolder(p)
     if p.is_file():
         with p.open("rb") as f:
             head = f.read(16)
         if head.startswith(b"SQLite format 3"):
-            raise AuditError(f"{p} is an SQLite database but not a coordinator state database "
-                             "this audit can read (the deployed coordinator keeps its inbox in "
-                             "memory today; point the audit at a run's output folder)")
-        raise AuditError(f"{p} is neither a run's output folder nor a state database")
+            return StateFile(p, ledgers=ledgers, roster=roster)
+        raise AuditError(f"{p} is neither a run's output folder nor a coordinator state file")
     raise AuditError(f"{p} does not exist")

@@ -1,8 +1,11 @@
 """An audit's result: checks with their evidence, claimed and audited epsilons, figures; and its
 two files, ``audit.json`` (for machines) and ``audit.html`` (for a privacy officer).
 
-The verdict is PASS only when every check passed; a check that could not be evaluated is a
-failure (CONVENTIONS 14), never a skip.
+The verdict is PASS only when every check was made and passed; a check that met something it
+could not read is a failure (CONVENTIONS 14), never a skip. A check that the records cannot
+support at all (a coordinator's state file holds no site ledgers unless they are given) is
+reported as *not made*, with why: never as a pass. Any failure makes the verdict FAIL;
+otherwise a check not made makes it INCOMPLETE.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ __all__ = ["AuditReport", "Check", "write_report"]
 
 @dataclass
 class Check:
-    """One check: its name, whether it passed, a one-line evidence and the failing items."""
+    """One check: its name, whether it passed, a one-line evidence and the failing items.
+    ``made`` is False for a check the records could not support (``passed`` is then False
+    too, and ``evidence`` says why it was not made)."""
 
     name: str
     passed: bool
     evidence: str
     details: list[str] = field(default_factory=list)
     defect: str = ""  # the defect this check exists to catch, in a few words
+    made: bool = True
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else ("FAIL" if self.made else "not made")
 
 
 @dataclass
@@ -42,14 +52,21 @@ class AuditReport:
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return bool(self.checks) and all(c.passed and c.made for c in self.checks)
 
     @property
     def verdict(self) -> str:
-        return "PASS" if self.passed else "FAIL"
+        if self.passed:
+            return "PASS"
+        return "FAIL" if self.failed() or not self.checks else "INCOMPLETE"
 
     def failed(self) -> list[Check]:
-        return [c for c in self.checks if not c.passed]
+        """The checks that were made and failed."""
+        return [c for c in self.checks if c.made and not c.passed]
+
+    def not_made(self) -> list[Check]:
+        """The checks the records could not support."""
+        return [c for c in self.checks if not c.made]
 
     def to_dict(self) -> dict[str, Any]:
         out = {"audit": self.kind, "verdict": self.verdict, "title": self.title,
@@ -88,9 +105,11 @@ margin:2em auto;padding:0 1em;color:#1d2733;line-height:1.45}
 h1{font-size:1.5em;margin-bottom:.2em} h2{font-size:1.15em;margin-top:1.6em;border-bottom:1px
 solid #d8dee4;padding-bottom:.2em} .verdict{display:inline-block;padding:.25em .8em;
 border-radius:4px;font-weight:700;color:#fff} .PASS{background:#1a7f37} .FAIL{background:#cf222e}
+.INCOMPLETE{background:#9a6700}
 table{border-collapse:collapse;width:100%;font-size:.92em} td,th{border:1px solid #d8dee4;
 padding:.35em .55em;text-align:left;vertical-align:top} th{background:#f6f8fa}
 td.ok{color:#1a7f37;font-weight:700} td.bad{color:#cf222e;font-weight:700}
+td.none{color:#9a6700;font-weight:700}
 .sub{color:#57606a} img{max-width:100%;border:1px solid #d8dee4;margin:.5em 0}
 details{margin-top:.3em} code{background:#f6f8fa;padding:0 .2em}
 """
@@ -100,7 +119,8 @@ def render_html(report: AuditReport) -> str:
     e = html.escape
     rows = []
     for c in report.checks:
-        cls, word = ("ok", "pass") if c.passed else ("bad", "FAIL")
+        cls, word = (("ok", "pass") if c.passed else ("bad", "FAIL") if c.made
+                     else ("none", "not made"))
         more = ""
         if c.details:
             items = "".join(f"<li>{e(d)}</li>" for d in c.details[:50])
@@ -117,10 +137,12 @@ def render_html(report: AuditReport) -> str:
                        for k, v in report.measured.items())
     figures = "".join(f"<img src='{e(f)}' alt='{e(f)}'>" for f in report.figures)
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
-    failed = report.failed()
-    headline = ("Every check passed." if not failed else
-                f"{len(failed)} of {len(report.checks)} checks failed: "
-                + "; ".join(c.name for c in failed) + ".")
+    failed, missing = report.failed(), report.not_made()
+    headline = ("Every check passed." if report.passed else
+                (f"{len(failed)} of {len(report.checks)} checks failed: "
+                 + "; ".join(c.name for c in failed) + "." if failed else "")
+                + (f" {len(missing)} could not be made from these records: "
+                   + "; ".join(c.name for c in missing) + "." if missing else ""))
     took = "" if report.seconds is None else f" · took {report.seconds:.1f} s"
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>{e(report.title)}</title><style>{_CSS}</style></head><body>

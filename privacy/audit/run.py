@@ -6,7 +6,9 @@ Per secure round (from the coordinator's transcript, not from what the run says 
    minimum) of survivors; a round that aborted before unmasking asked for no share.
 2. *one view* — survivor and dropped lists disjoint, the same for every client (consistency and
    unmask requests alike), no client that uploaded its masked input called dropped, the
-   outcome's summed sites equal to the survivors; in malicious mode a signature quorum.
+   outcome's summed sites equal to the survivors, every share a client revealed the kind the
+   view asks of it (a seed share for a survivor, a mask-key share for a dropped client: what
+   it revealed answers the view it was shown); in malicious mode a signature quorum.
 3. *never both shares* — no request names a client both ways, no reply carries both shares of
    one client, and the server never held a threshold of both secrets of any client
    (``secagg.exposed_clients``).
@@ -20,13 +22,18 @@ Per secure round (from the coordinator's transcript, not from what the run says 
 The privacy ledger:
 
 6. *every release charged* — each summed site's ledger settles each release with the round's
-   event; each completed round is on every site's ledger (example track too with DP-SGD).
-7. *epsilon recomputed* — every epsilon the run printed (metrics.jsonl per round, summary.json,
-   each ledger row's epsilon after it) is recomputed from the logged events by an independent
-   route (``recompute``) and must agree within 0.5%.
+   event (a summed site that was never told the outcome may instead keep the worst case
+   reserved); each completed round is on the ledger of every site whose masked input left it
+   (example track too with DP-SGD).
+7. *epsilon recomputed* — every epsilon the run printed (per round: ``RunRecords.printed``,
+   e.g. metrics.jsonl; the summary; each ledger row's epsilon after it) is recomputed from the
+   logged events by an independent route (``recompute``) and must agree within 0.5%.
 8. *within budget* — no site's recomputed spend exceeds its budget, no overrun flagged.
 
 Site-level and example-level epsilons are reported apart (different neighbouring relations).
+Records may add checks of their own authenticity (``RunRecords.integrity``: a state file's
+signatures and replay), and say which checks they cannot support (``RunRecords.not_made``):
+those are reported as not made, never as passed.
 """
 
 from __future__ import annotations
@@ -146,6 +153,7 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
     noise_rows: list[dict[str, Any]] = []
     uploads: list[tuple[str, int, float]] = []
     survivor_counts: list[int] = []
+    uploaded_sites: dict[int, set[str]] = {}
     for facts in rounds:
         cfg = facts.config
         where = facts.label
@@ -164,11 +172,14 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
                 bucket.append(reason)
             continue
         uploaded = {p for p, _ in masked}
+        if facts.task == "fit":
+            uploaded_sites.setdefault(facts.round, set()).update(
+                facts.sites[p] for p in uploaded if 0 <= p < len(facts.sites))
         # 1. survivors >= t
         if not requests:
             if replies:
                 survivors_bad.append(f"{where}: shares were given without an unmask request")
-            elif not facts.aborted:
+            elif not facts.aborted and facts.ended:
                 survivors_bad.append(f"{where}: released a sum without an unmask stage")
         for party, req in requests:
             n = len(req.survivors)
@@ -193,7 +204,20 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
                                 "sent a masked input")
         summed = ({facts.sites[c] for c in next(iter(views))[0]} if len(views) == 1
                   else set())
-        if not facts.aborted and requests and summed != set(facts.included):
+        if len(views) == 1:  # what each client revealed answers the view it was shown
+            alive, gone = (set(x) for x in next(iter(views)))
+            for party, shares in replies:
+                for about, kind in shares:
+                    if about == party and kind == 0:
+                        continue  # its own self-mask seed
+                    if (kind == 0 and about not in alive) or (kind == 1 and about not in gone):
+                        listed = ("survivor" if about in alive else "dropped" if about in gone
+                                  else "neither")
+                        view_bad.append(
+                            f"{where}: client {party} revealed a "
+                            f"{'seed' if kind == 0 else 'mask-key'} share of client {about}, "
+                            f"whom the view lists as {listed}")
+        if not facts.aborted and facts.ended and requests and summed != set(facts.included):
             view_bad.append(f"{where}: the outcome names {sorted(facts.included)} as summed, "
                             f"the unmask view {sorted(summed)}")
         if cfg.malicious and requests:
@@ -232,7 +256,8 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
             values = unpack(message.packed, cfg.modulus_bits, cfg.dim)
             uploads.append((where, party, uniformity_pvalue(values, cfg.modulus_bits)))
         # 5. noise summed vs planned
-        if facts.mechanism in ("distributed", "local") and not facts.aborted and requests:
+        if facts.mechanism in ("distributed", "local") and not facts.aborted and facts.ended \
+                and requests:
             n_summed = len(requests[0][1].survivors)
             planned = facts.planned_clients * facts.local_variance
             summed_var = n_summed * facts.local_variance
@@ -289,7 +314,18 @@ def _round_checks(records: RunRecords, rounds: list[RoundFacts],
     checks.append(Check("noise summed vs planned", not noise_bad,
                         evidence if not noise_bad else noise_bad[0], noise_bad,
                         defect="a charge that counts the noise of clients who dropped out"))
-    return checks, noise_rows
+    return checks, noise_rows, uploaded_sites
+
+
+def _maybe_made(name: str, bad: list[str], evidence: str, not_made: str, *,
+                defect: str) -> Check:
+    """A check that fails on what it found, else is not made when the records could not
+    support all of it (``not_made`` says why), else passes."""
+    if bad:
+        return Check(name, False, bad[0], bad, defect=defect)
+    if not_made:
+        return Check(name, False, not_made, defect=defect, made=False)
+    return Check(name, True, evidence, defect=defect)
 
 
 def _claimed_variance(event: dict[str, Any] | None) -> float | None:
@@ -321,12 +357,8 @@ def audit_run(records: RunRecords, *, alpha: float = FAMILY_ALPHA,
     config = summary.get("config") or {}
     metrics = records.metrics()
     rounds = records.rounds()
-    report = AuditReport(kind="run", title="Privacy audit of a run", subject=records.source)
-    problems = records.problems()
-    report.checks.append(Check("records readable", not problems,
-                               "every record of the run could be read" if not problems
-                               else problems[0], problems,
-                               defect="a record altered or truncated after the run"))
+    report = AuditReport(kind="run", title="Privacy audit of a run",
+                         subject=f"{records.source} ({records.kind})")
     dp = config.get("dp", "none") != "none"
     dp_sgd = config.get("dp_sgd") is not None
     secure = bool(config.get("secagg", True))
@@ -341,33 +373,44 @@ def audit_run(records: RunRecords, *, alpha: float = FAMILY_ALPHA,
             "secure rounds recorded", False,
             "the run kept no record of its secure rounds (secagg_rounds.jsonl, transcripts/)",
             defect="a run whose secure rounds cannot be checked"))
+    uploaded: dict[int, set[str]] = {}
     if rounds:
         bar = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=1, desc="rounds", leave=False, disable=None)
-        round_checks, noise_rows = _round_checks(records, rounds, alpha)
+        round_checks, noise_rows, uploaded = _round_checks(records, rounds, alpha)
         if bar is not None:
             bar.update()
             bar.close()
         report.checks += round_checks
         report.measured["noise_by_round"] = noise_rows
+    report.checks += records.integrity()
     books = _books(records)
     ledgers = records.ledgers()
     eps = _Epsilons()
     if dp or dp_sgd:
         _ledger_checks(report, records, rounds, books, ledgers, completed, summary, config,
-                       dp=dp, dp_sgd=dp_sgd, eps=eps, tolerance=tolerance)
+                       dp=dp, dp_sgd=dp_sgd, eps=eps, tolerance=tolerance, uploaded=uploaded)
     else:
         report.claimed["site-level epsilon"] = "none claimed (no differential privacy)"
         report.notes.append("The run used no differential privacy: it claims no epsilon, so "
                             "only the secure-aggregation checks apply.")
+    # Last, so that it holds what reading every round turned up; listed first.
+    problems = records.problems()
+    report.checks.insert(0, Check("records readable", not problems,
+                                  "every record of the run could be read" if not problems
+                                  else problems[0], problems,
+                                  defect="a record altered or truncated after the run"))
+    report.notes += records.notes()
     report.notes += [
-        "Round checks read the coordinator's own transcript of each secure round, not what "
-        "the run reports about it.",
-        "Every epsilon the run printed was recomputed from the events on the sites' ledgers by "
-        "an independent route (dp-accounting for Gaussian events, the papers' closed forms "
-        "for Skellam and the distributed discrete Gaussian) and must agree within "
+        "Round checks read the coordinator's own view of each secure round (its transcript, or "
+        "its stored inbox with the server's messages replayed), not what the run reports "
+        "about it.",
+        "Every epsilon the run printed was recomputed from the logged events (the sites' "
+        "ledgers, and the coordinator's record of each release) by an independent route "
+        "(dp-accounting for Gaussian events, the papers' closed forms for Skellam and the "
+        "distributed discrete Gaussian) and must agree within "
         f"{100 * tolerance:g}%.",
         "Site-level epsilon protects a whole hospital's data; example-level (DP-SGD) epsilon "
         "protects one record. They are different guarantees and are never added up.",
@@ -379,38 +422,59 @@ def audit_run(records: RunRecords, *, alpha: float = FAMILY_ALPHA,
 def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundFacts],
                    books: dict[tuple[str, str], LedgerBook], ledgers, completed, summary,
                    config, *, dp: bool, dp_sgd: bool, eps: _Epsilons,
-                   tolerance: float) -> None:
+                   tolerance: float, uploaded: dict[int, set[str]]) -> None:
     sites = sorted({s for (s, _) in books} | {s for f in rounds for s in f.sites})
+    not_made = records.not_made()
+    held = records.ledger_sites()  # None: the records hold every site's ledger
+    uncovered: set[str] = set()
     missing: list[str] = []
-    if ledgers is None:
+    if ledgers is None and "every release charged" not in not_made:
         missing.append("the run kept no ledgers (ledgers.sqlite is missing)")
+
     # 6. every release charged
     for facts in rounds:
-        if facts.event is None or facts.aborted or not dp:
+        if facts.event is None or facts.aborted or not dp or ledgers is None:
             continue
         for site in facts.included:
+            if held is not None and site not in held:
+                uncovered.add(site)  # not given to the audit: neither charged nor missing
+                continue
             book = books.get((site, "site"))
             row = next((r for r in (book.rows if book else ()) if r.release_id ==
                         facts.release_id), None)
+            untold = facts.told is not None and site not in facts.told
             if row is None:
                 missing.append(f"{facts.label}: release {facts.release_id[:12]}… is missing "
                                f"from {site}'s ledger")
+            elif untold and row.status == "reserved":
+                pass  # never told the outcome: the worst case stays charged (DESIGN 2a)
             elif row.status != "settled" or row.event != facts.event:
                 missing.append(f"{facts.label}: {site}'s ledger has the release {row.status} "
                                f"with {row.event}, not the round's event")
     tracks = (["site"] if dp else []) + (["example"] if dp_sgd else [])
-    for track in tracks:
+    for track in tracks if ledgers is not None else ():
         for m in completed:
             r = m["round"]
-            for site in sites:
+            # A release is owed by every site whose masked input left it (when the records
+            # say who that was), else by every site.
+            owing = sorted(uploaded[r]) if track == "site" and r in uploaded else sites
+            for site in owing:
+                if held is not None and site not in held:
+                    uncovered.add(site)
+                    continue
                 book = books.get((site, track))
                 if not any(_round_of(x.label) == r for x in (book.rows if book else ())):
                     missing.append(f"round {r}: no {track}-level release on {site}'s ledger")
-    report.checks.append(Check(
-        "every release charged", not missing,
-        f"every release of {len(completed)} completed rounds is on every site's ledger "
-        f"({', '.join(tracks)} track{'s' if len(tracks) > 1 else ''})" if not missing
-        else missing[0], missing, defect="a release missing from a site's ledger"))
+    uncovered_note = (f"the ledgers of {', '.join(sorted(uncovered))} were not given"
+                      if uncovered else "")
+    charged_evidence = (f"every release of {len(completed)} completed rounds is on the ledger "
+                        f"of every site it owed a charge ({', '.join(tracks)} "
+                        f"track{'s' if len(tracks) > 1 else ''})")
+    report.checks.append(_maybe_made(
+        "every release charged", missing, charged_evidence,
+        not_made.get("every release charged") or (uncovered_note and
+                                                   f"not made for every site: {uncovered_note}"),
+        defect="a release missing from a site's ledger"))
     # 7. epsilon recomputed
     mismatches: list[str] = []
     compared = 0
@@ -429,16 +493,17 @@ def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundF
         for facts in rounds:  # a round whose release is on no ledger still cost its event
             if facts.event is not None and not facts.aborted:
                 site_events.setdefault(facts.round, facts.event)
-    per_round_site: list[tuple[int, float]] = []
+    for where, printed_rounds in records.printed():
+        for m in printed_rounds:
+            r = m["round"]
+            if dp and m.get("epsilon") is not None:
+                want = eps([e for k, e in site_events.items() if k <= r], delta)
+                compared += 1
+                if not _rel_close(float(m["epsilon"]), want, tolerance):
+                    mismatches.append(f"{where} round {r}: epsilon {m['epsilon']:.6g}, the "
+                                      f"events give {want:.6g}")
     for m in records.metrics():
         r = m["round"]
-        if dp and m.get("epsilon") is not None:
-            want = eps([e for k, e in site_events.items() if k <= r], delta)
-            compared += 1
-            per_round_site.append((r, want))
-            if not _rel_close(float(m["epsilon"]), want, tolerance):
-                mismatches.append(f"metrics.jsonl round {r}: epsilon {m['epsilon']:.6g}, the "
-                                  f"events give {want:.6g}")
         if dp_sgd and m.get("example_epsilon"):
             for site, printed in m["example_epsilon"].items():
                 book = books.get((site, "example"))
@@ -459,12 +524,13 @@ def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundF
         if site_claim is None and not site_events:
             want = None  # nothing was released (every round aborted): nothing to claim
         elif site_claim is None or want is None:
-            mismatches.append("summary.json prints no site-level epsilon for a DP run")
+            mismatches.append(f"{records.summary_name} prints no site-level epsilon for a DP "
+                              "run")
         else:
             compared += 1
             if not _rel_close(float(site_claim), want, tolerance):
-                mismatches.append(f"summary.json: epsilon {site_claim:.6g}, the logged events "
-                                  f"give {want:.6g}")
+                mismatches.append(f"{records.summary_name}: epsilon {site_claim:.6g}, the "
+                                  f"logged events give {want:.6g}")
         report.claimed["site-level epsilon"] = site_claim
         report.claimed["site-level delta"] = delta
         report.measured["site-level epsilon recomputed"] = want
@@ -490,6 +556,8 @@ def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundF
         report.claimed["example-level epsilon (per site)"] = printed
         report.claimed["example-level delta"] = summary.get("example_delta")
         report.measured["example-level epsilon recomputed"] = recomputed
+    else:
+        report.claimed["example-level epsilon"] = "none claimed (no DP-SGD in local training)"
     for (site, track), book in sorted(books.items()):
         if book.accountant != "rdp":
             mismatches.append(f"{site} ({track}): accountant {book.accountant!r} has no "
@@ -523,10 +591,13 @@ def _ledger_checks(report: AuditReport, records: RunRecords, rounds: list[RoundF
         if math.isfinite(book.epsilon) and not total <= book.epsilon * (1 + 1e-9):
             over.append(f"{site} ({track}): spent {total:.6g} > budget {book.epsilon:.6g}")
     budgets = sorted({b.epsilon for b in books.values()})
-    report.checks.append(Check(
-        "no site over its budget", not over and ledgers is not None,
-        (f"{len(books)} ledgers; budgets {', '.join('none' if math.isinf(b) else f'{b:g}' for b in budgets)}"
-         if not over and ledgers is not None else
-         (over[0] if over else "no ledgers to check")), over,
+    if ledgers is None and "no site over its budget" not in not_made:
+        over.append("no ledgers to check")
+    report.checks.append(_maybe_made(
+        "no site over its budget", over,
+        f"{len(books)} ledgers; budgets "
+        f"{', '.join('none' if math.isinf(b) else f'{b:g}' for b in budgets)}",
+        not_made.get("no site over its budget") or (uncovered_note and
+                                                     f"not made for every site: {uncovered_note}"),
         defect="a site that released beyond its budget"))
     report.measured["spent per ledger (recomputed)"] = spent
