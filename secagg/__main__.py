@@ -227,13 +227,16 @@ prg_floor_seconds, server_stage_seconds (reveal_nonces is the graph-nonce step),
               help="Also trace the server's peak memory (slower: not for timing).")
 @click.option("--seed", type=Integer(), default=0,
               help="Seed of the bench inputs and the dropout choice (never of keys).")
+@click.option("--batch", type=Integer(min=1), default=16,
+              help="Messages the simulated clients produce before the server takes them back "
+                   "to back (1: the server's calls interleave with every client's work).")
 @click.option("--json", "as_json", is_flag=True, default=False,
               help="Print one JSON object instead of a table.")
 @click.option("--no-progress", is_flag=True, default=False,
               help="No progress bar on stderr (it is shown only on a terminal anyway).")
 def bench(clients: int, dim: int, input_bits: int, modulus_bits: int | None,
           neighbors: int | None, threshold: int | None, malicious: bool, dropout: float,
-          memory: bool, seed: int, as_json: bool, no_progress: bool) -> int:
+          memory: bool, seed: int, batch: int, as_json: bool, no_progress: bool) -> int:
     """Time one SecAgg+ round: clients and server separately, against the cost of the same
     mask expansion as raw AES-128-CTR on this machine, measured in the same run."""
     from .bench import BenchConfig, run_bench
@@ -248,7 +251,7 @@ def bench(clients: int, dim: int, input_bits: int, modulus_bits: int | None,
     report = run_bench(BenchConfig(
         clients=clients, dim=dim, dropout=dropout, neighbors=graph.neighbors,
         threshold=graph.threshold, input_bits=input_bits, modulus_bits=bits,
-        malicious=malicious, seed=seed, memory=memory,
+        malicious=malicious, seed=seed, memory=memory, batch=batch,
         progress=not no_progress and sys.stderr.isatty()))
     if as_json:
         print(json.dumps(report))

@@ -28,11 +28,10 @@ from collections.abc import Mapping
 import numpy as np
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from . import _testing
+from . import _testing, _views
 from .config import RoundConfig
 from .errors import InvalidInput, InvalidMessage, ProtocolAbort
-from .graph import NONCE_BYTES, graph_seed, nonce_commitment, nonce_commitments, ring_holders, \
-    ring_order, roster_graph_seed
+from .graph import NONCE_BYTES, nonce_commitment, ring_holders
 from .hazmat import crypto, shamir
 from .hazmat.packing import pack
 from .hazmat.prg import MaskGenerator, word_dtype
@@ -43,9 +42,7 @@ from .messages import (
     Delivery,
     Kind,
     MaskedInput,
-    Nonces,
     Reveal,
-    Roster,
     RosterEntry,
     Shares,
     ShareKind,
@@ -151,7 +148,7 @@ class SecAggClient:
         self._s: crypto.KeyPair | None = None
         self._nonce: bytes | None = None
         self._commitment: bytes | None = None
-        self._roster_message: bytes | None = None
+        self._roster: _views.RosterView | None = None
         self._unadvertised: frozenset[int] = frozenset()
         self._roster_digest: bytes | None = None
         self._seed: bytes | None = None
@@ -232,9 +229,9 @@ class SecAggClient:
     def reveal_nonce(self, message: bytes) -> bytes:
         """Check the roster of advertised keys and commitments; reveal this client's nonce."""
         self._expect(ClientState.AWAIT_ROSTER)
-        roster: Roster = decode(message, self.config, Kind.ROSTER)
         config = self.config
-        entries = {e.client: e for e in roster.entries}
+        view = _views.roster_view(config, message)  # decoded once for the process's clients
+        roster, entries = view, view.by_client
         mine = entries.get(self.id)
         if (mine is None or mine.channel_key != self._c.public or mine.mask_key != self._s.public
                 or mine.commitment != self._commitment):
@@ -254,12 +251,11 @@ class SecAggClient:
                 except InvalidMessage:
                     raise self._abort("a roster entry is not signed by its client's identity",
                                       Stage.SHARE_KEYS) from None
-        if len({e.channel_key for e in roster.entries} | {e.mask_key for e in roster.entries}) \
-                != 2 * len(entries):
+        if view.repeats_key:
             raise self._abort("the roster repeats a public key", Stage.SHARE_KEYS)
-        # Keep the checked message, not its decoded entries: n objects per client would make
-        # a cohort's clients O(n^2) in memory; share_keys decodes it again (it cannot change).
-        self._roster_message = message
+        # The checked view is shared with every client of this process that got the same
+        # bytes: holding it costs this client nothing per roster entry.
+        self._roster = view
         self.state = ClientState.AWAIT_NONCES
         return Reveal(self.id, self._nonce).encode(config)
 
@@ -268,27 +264,16 @@ class SecAggClient:
         """Check every roster member's revealed nonce, derive the graph, send the shares."""
         self._expect(ClientState.AWAIT_NONCES)
         config = self.config
-        nonces: Nonces = decode(message, config, Kind.NONCES)
-        roster: Roster = decode(self._roster_message, config, Kind.ROSTER)
-        entries = {e.client: e for e in roster.entries}
-        if [c for c, _ in nonces.nonces] != sorted(entries):
-            raise self._abort("the revealed nonces do not cover exactly the roster",
-                              Stage.SHARE_KEYS)
-        opened = nonce_commitments(config.tag, nonces.nonces)
-        if any(c != entries[client].commitment
-               for c, (client, _) in zip(opened, nonces.nonces)):
-            raise self._abort("a revealed nonce does not open its commitment",
-                              Stage.SHARE_KEYS)
-        if dict(nonces.nonces)[self.id] != self._nonce:
+        # The O(n) checks of the nonces against the roster, and the ring they fix, once for
+        # every client of this process that got the same bytes (see _views).
+        graph = _views.graph_view(config, self._roster, message)
+        entries = self._roster.by_client
+        if graph.error is not None:
+            raise self._abort(graph.error, Stage.SHARE_KEYS)
+        if graph.nonce_of[self.id] != self._nonce:
             raise self._abort("the server changed this client's nonce", Stage.SHARE_KEYS)
-        ordered = tuple(entries[c] for c in sorted(entries))
-        if _testing.planted("graph_seed_from_roster"):
-            seed = roster_graph_seed(config.tag, ((e.client, e.channel_key, e.mask_key)
-                                                  for e in ordered))
-        else:
-            seed = graph_seed(config.tag, nonces.nonces)
-        order = ring_order(seed, config.clients)
-        ranked = ring_holders(order, order.index(self.id), config.neighbors)
+        order = graph.order
+        ranked = ring_holders(order, graph.position[self.id], config.neighbors)
         live = [v for v in ranked if v in entries]
         if len(live) + 1 < config.threshold:
             raise self._abort("too few neighbours advertised keys to reach the threshold",
@@ -301,11 +286,11 @@ class SecAggClient:
                                for v in live}
         except InvalidMessage:
             raise self._abort("a neighbour advertised an invalid key", Stage.SHARE_KEYS) from None
-        self._roster_digest = roster_digest(config, ordered, nonces.nonces)
-        self._roster_message = None
+        self._roster_digest = graph.digest
+        self._roster = None
         # Later stages only ask whether a client advertised: the few that did not say it.
-        self._unadvertised = frozenset(config.client_set.difference(entries))
-        self._ring = array("I", order)
+        self._unadvertised = graph.unadvertised
+        self._ring = graph.ring
         self._neighbors = frozenset(ranked)
         self._live = frozenset(live)
         self._seed = os.urandom(SEED_BYTES)
@@ -384,27 +369,29 @@ class SecAggClient:
             raise InvalidInput(f"input entries must lie in [0, 2**{config.modulus_bits})")
         return x.astype(word_dtype(config.modulus_bits))
 
-    def _check_view(self, survivors: tuple[int, ...], dropped: tuple[int, ...],
-                    stage: Stage) -> None:
+    def _survivors(self, message: bytes, kind: Kind) -> _views.SurvivorView:
+        """The decoded request, with its public checks done once per process (see _views)."""
+        return _views.survivor_view(self.config, kind, message, self._unadvertised)
+
+    def _check_view(self, view: _views.SurvivorView, stage: Stage) -> None:
         """Refuse a survivor/dropped view that the model or this client's own knowledge rules
         out. Raises ProtocolAbort (and wipes) on any failure."""
-        alive, gone = set(survivors), set(dropped)
-        config_clients = self.config.client_set
-        if alive & gone:
+        alive, gone = view.alive, view.gone
+        if view.overlap:
             raise self._abort("the server listed a client both as survivor and as dropped", stage)
         if self.id not in alive:
             raise self._abort("the server says this client dropped although it sent its input",
                               stage)
-        if not (alive | gone) <= config_clients or (alive | gone) & self._unadvertised:
+        if view.outside:
             raise self._abort("the view names clients that never advertised keys", stage)
         if len(alive) < self.config.min_survivors:
             raise self._abort(f"only {len(alive)} survivors; the model's minimum is "
                               f"{self.config.min_survivors}", stage)
         # Every neighbour whose shares this client holds shared its keys, so it must be listed;
         # a live neighbour listed as a survivor must have had its shares delivered here.
-        if not set(self._held) <= alive | gone:
+        if not all(v in alive or v in gone for v in self._held):
             raise self._abort("the view leaves out a neighbour that shared its keys", stage)
-        if (alive & self._live) - set(self._held):
+        if any(v in alive and v not in self._held for v in self._live):
             raise self._abort("a survivor's shares were withheld from this client", stage)
         if self.config.malicious and not _testing.planted("no_ring_cut_check"):
             self._check_no_cut(alive, stage)
@@ -433,8 +420,9 @@ class SecAggClient:
     # -- stage 3 (malicious-server mode) -----------------------------------------------------
     def consistency_check(self, message: bytes) -> bytes:
         self._expect(ClientState.AWAIT_CONSISTENCY)
-        request: ConsistencyRequest = decode(message, self.config, Kind.CONSISTENCY_REQUEST)
-        self._check_view(request.survivors, request.dropped, Stage.CONSISTENCY_CHECK)
+        view = self._survivors(message, Kind.CONSISTENCY_REQUEST)
+        request: ConsistencyRequest = view.request
+        self._check_view(view, Stage.CONSISTENCY_CHECK)
         signature = crypto.sign(self._identity, b"consistency",
                                 consistency_payload(self.config, self._roster_digest,
                                                     request.survivors, request.dropped))
@@ -446,10 +434,11 @@ class SecAggClient:
     def unmask(self, message: bytes) -> bytes:
         self._expect(ClientState.AWAIT_UNMASK)
         config = self.config
-        request: UnmaskRequest = decode(message, config, Kind.UNMASK_REQUEST)
-        survivors, dropped = set(request.survivors), set(request.dropped)
+        view = self._survivors(message, Kind.UNMASK_REQUEST)
+        request: UnmaskRequest = view.request
+        survivors, dropped = view.alive, view.gone
         if not config.malicious:
-            self._check_view(request.survivors, request.dropped, Stage.UNMASK)
+            self._check_view(view, Stage.UNMASK)
         else:
             # The view was checked when this client signed it; it must be that view.
             if (request.survivors, request.dropped) != self._view:

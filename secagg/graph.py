@@ -21,8 +21,11 @@ import operator
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["NONCE_BYTES", "graph_seed", "nonce_commitment", "nonce_commitments", "roster_graph_seed", "ring_order",
-           "ring_holders", "harary_neighbors", "neighbor_map"]
+import numpy as np
+
+__all__ = ["NONCE_BYTES", "graph_seed", "nonce_commitment", "nonce_commitments",
+           "roster_graph_seed", "ring_order", "ring_offsets", "ring_holders", "holder_table",
+           "harary_neighbors", "neighbor_map"]
 
 _U32 = struct.Struct(">I")
 NONCE_BYTES = 32
@@ -64,6 +67,29 @@ def nonce_commitments(round_tag: bytes, nonces: Iterable[tuple[int, bytes]]) -> 
     sha, pack = hashlib.sha256, _U32.pack
     prefix = b"cohort/secagg/v2/graph-nonce\x00" + round_tag
     return [sha(prefix + pack(client) + nonce).digest() for client, nonce in nonces]
+
+
+def ring_offsets(n: int, k: int) -> list[int]:
+    """Ring offsets of a client's k holders, nearest first (what :func:`ring_holders` walks)."""
+    k = min(k, n - 1)
+    out = []
+    for d in range(1, k // 2 + 1):
+        out.extend((d, -d))
+    if k % 2:
+        out.append(n // 2)
+    return out
+
+
+def holder_table(order: Sequence[int], clients: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """The ring as arrays over the sorted ``clients``: (ring position of each client's index,
+    client index at each ring position). With :func:`ring_offsets` they give every client's
+    holders in one gather: ``at[(position[:, None] + offsets) % n]`` is row for row
+    :func:`ring_holders` (as indices into ``clients``) without a list per client."""
+    ids = np.asarray(clients, dtype=np.int64)
+    at = np.searchsorted(ids, np.asarray(order, dtype=np.int64))
+    position = np.empty(len(at), dtype=np.int64)
+    position[at] = np.arange(len(at))
+    return position, at
 
 
 def ring_holders(order: Sequence[int], position: int, k: int) -> list[int]:

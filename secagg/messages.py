@@ -47,8 +47,12 @@ __all__ = [
     "UnmaskShares",
     "SHARE_PLAINTEXT_BYTES",
     "SEALED_SHARE_BYTES",
+    "SEALED_RECORD_BYTES",
+    "UNMASK_RECORD_BYTES",
     "peek",
     "decode",
+    "expected_shares",
+    "expected_unmask",
 ]
 
 MAGIC = b"CSA"
@@ -144,6 +148,8 @@ _UNMASK_RECORD = struct.Struct(f">IB{SHARE_BYTES}s")
 _NONCE_RECORD = struct.Struct(f">I{NONCE_BYTES_GRAPH}s")
 _ROSTER_RECORD = struct.Struct(f">I{KEY_BYTES}s{KEY_BYTES}s{COMMIT_BYTES}sB")
 _SHARE_KINDS = (ShareKind.SELF_MASK_SEED, ShareKind.MASK_KEY)
+SEALED_RECORD_BYTES = _SEALED_RECORD.size
+UNMASK_RECORD_BYTES = _UNMASK_RECORD.size
 
 
 def _sealed_records(r: _Reader, n: int) -> tuple[tuple[int, bytes], ...]:
@@ -344,11 +350,13 @@ class Delivery:
         return cls(recipient, sealed)
 
 
-def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict[int, bytes]:
+def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes], *,
+                      chunk: int = 64) -> dict[int, bytes]:
     """Every recipient's :class:`Delivery` from every sender's wire records (``Shares.records``),
     routed in bulk: byte for byte ``Delivery(v, ((u, sealed) for senders u in increasing order
     whose records name v)).encode(config)``, for each v in ``records``. Records naming a client
-    outside ``records`` are dropped (that neighbour did not share its keys)."""
+    outside ``records`` are dropped (that neighbour did not share its keys). ``chunk``
+    recipients are gathered at a time (it bounds the transient copy, not the output)."""
     width = _SEALED_RECORD.size
     senders = sorted(records)
     header = _header(Kind.DELIVERY, config, SERVER_ID)
@@ -366,12 +374,19 @@ def encode_deliveries(config: RoundConfig, records: Mapping[int, bytes]) -> dict
     starts = np.searchsorted(recipients, ids, side="left").tolist()
     stops = np.searchsorted(recipients, ids, side="right").tolist()
     out = {}
-    for v, a, b in zip(senders, starts, stops):
-        # One recipient's rows at a time: no second copy of every share besides the output.
-        rows = order[a:b]
+    pair = struct.Struct(">II").pack
+    # A few recipients' rows at a time: one gather per chunk, then each recipient's slice of it
+    # (no second copy of every share besides the output, and no numpy call per recipient).
+    for first in range(0, len(senders), chunk):
+        last = min(first + chunk, len(senders)) - 1
+        lo, hi = starts[first], stops[last]
+        rows = order[lo:hi]
         part = table[rows]
         part[:, :4] = from_ids[rows]
-        out[v] = header + _U32.pack(v) + _U32.pack(b - a) + part.tobytes()
+        blob = part.tobytes()
+        for v, a, b in zip(senders[first:last + 1], starts[first:last + 1],
+                           stops[first:last + 1]):
+            out[v] = header + pair(v, b - a) + blob[(a - lo) * width:(b - lo) * width]
     return out
 
 
@@ -475,6 +490,58 @@ class UnmaskShares:
         return cls(sender, tuple(shares))
 
 
+# The fast paths below recognise, without building a Python object per record, the one message
+# an honest sender sends; anything else (None) goes through decode() and the state machine's
+# own checks, so a bad message fails exactly as it always has, with the same error.
+
+_SHARES_BODY = _HEADER.size + COMMIT_BYTES + 4
+_UNMASK_BODY = _HEADER.size + 4
+
+
+def expected_shares(data: bytes | memoryview, recipients: bytes) -> tuple[bytes, bytes] | None:
+    """(commitment, wire records) of a :class:`Shares` body (header already checked) whose
+    recipients are exactly ``recipients`` (big-endian u32 ids, increasing) and that has no
+    trailing bytes; None for anything else. Equal recipients imply every check of
+    :meth:`Shares._decode` (count, order, ids in the round) and the server's own."""
+    count = len(recipients) // 4
+    width = _SEALED_RECORD.size
+    if len(data) != _SHARES_BODY + count * width or data[_SHARES_BODY - 4:_SHARES_BODY] \
+            != _U32.pack(count):
+        return None
+    table = np.frombuffer(data, dtype=np.uint8, count=count * width, offset=_SHARES_BODY)
+    if table.reshape(count, width)[:, :4].tobytes() != recipients:
+        return None
+    return bytes(data[_HEADER.size:_SHARES_BODY - 4]), bytes(data[_SHARES_BODY:])
+
+
+def expected_unmask(data: bytes | memoryview, prefixes: bytes) -> bytes | None:
+    """The wire records of an :class:`UnmaskShares` body (header already checked) that
+    reveals exactly the (about, kind) records of ``prefixes`` (5 bytes each: big-endian u32 id,
+    kind byte; ids increasing), every share a field element, with no trailing bytes; None
+    for anything else."""
+    count = len(prefixes) // 5
+    width = _UNMASK_RECORD.size
+    if len(data) != _UNMASK_BODY + count * width or data[_HEADER.size:_UNMASK_BODY] \
+            != _U32.pack(count):
+        return None
+    table = np.frombuffer(data, dtype=np.uint8, count=count * width,
+                          offset=_UNMASK_BODY).reshape(count, width)
+    if table[:, :5].tobytes() != prefixes:
+        return None
+    # A share is below 2**521 - 1 (66 bytes: 0x01, then 65 of 0xFF): its top byte is 0 or 1,
+    # and when it is 1 the rest is not all ones. With every top byte at most 1, the pair
+    # 01 FF can only sit at a share's start: only such a share needs its other bytes read.
+    tops = table[:, 5:7].tobytes()
+    if max(tops[::2], default=0) > 1:
+        return None
+    if b"\x01\xff" in tops and (table[:, 5:] == _PRIME_BYTES).all(axis=1).any():
+        return None
+    return bytes(data[_UNMASK_BODY:])
+
+
+_PRIME_BYTES = np.frombuffer(((1 << 521) - 1).to_bytes(SHARE_BYTES, "big"), dtype=np.uint8)
+
+
 _TYPES = {cls.kind: cls for cls in (Advertise, Roster, Reveal, Nonces, Shares, Delivery,
                                     MaskedInput,
                                     ConsistencyRequest, ConsistencySignature, UnmaskRequest,
@@ -496,10 +563,13 @@ def peek(data: bytes | memoryview, config: RoundConfig) -> tuple[Kind, int]:
         raise InvalidMessage(f"unsupported message version {version}")
     if tag != config.tag:
         raise StageError("message belongs to another round")
-    try:
-        return Kind(kind), sender
-    except ValueError:
-        raise InvalidMessage("unknown message kind") from None
+    found = _KIND_OF.get(kind)
+    if found is None:
+        raise InvalidMessage("unknown message kind")
+    return found, sender
+
+
+_KIND_OF = {k.value: k for k in Kind}  # Kind(value) without an enum call per message
 
 
 def decode(data: bytes | memoryview, config: RoundConfig, expected: Kind, *,

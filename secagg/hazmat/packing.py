@@ -128,11 +128,13 @@ def unpack(data: bytes | memoryview, bits: int, dim: int) -> np.ndarray:
 class PackedAccumulator:
     """Sums packed vectors without unpacking each one: the server's accumulator.
 
-    Lanes that are whole machine words are added directly. The other lanes are summed "SWAR"
-    style (several fields per machine word, each with spare high bits to absorb carries): the
-    8-bit lane as two sums of 16-bit fields per 32-bit word, the 4/2/1-bit lanes as per-field sums
-    in the 8-bit slots of 64-bit words. Before a slot could overflow, the partial sums are flushed
-    into the full-width total. Addition is exact mod 2**bits at the end: :meth:`total`.
+    Each lane is summed in as few whole-array passes as its width allows, then folded into the
+    full-width total before a partial sum could overflow. Lanes of 16 bits or more at shift 0
+    are added straight into the total (one widening add); the 8-bit lane into a 16-bit partial
+    sum (one widening add; folded every 257 vectors); the planar 4-, 2- and 1-bit lanes, per
+    bit field, into 8-bit partial sums (a broadcast shift, mask and add over all the fields at
+    once; folded before 255 / (2**width - 1) vectors). Addition is exact mod 2**bits at the end:
+    :meth:`total`.
     """
 
     def __init__(self, bits: int, dim: int) -> None:
@@ -146,107 +148,69 @@ class PackedAccumulator:
             state: dict = {"width": width, "shift": shift, "offset": offset, "length": length,
                            "pending": 0}
             if width == 8:
-                words = dim // 4
-                state.update(words=words, even=np.zeros(words, np.uint32),
-                             odd=np.zeros(words, np.uint32), tmp=np.empty(words, np.uint32),
-                             limit=256)
+                state.update(partial=np.zeros(dim, np.uint16), limit=0xFFFF // 0xFF)
             elif width < 8:
-                words = length // 8
                 per = 8 // width
-                state.update(words=words, fields=[np.zeros(words, np.uint64) for _ in range(per)],
-                             tmp=np.empty(words, np.uint64),
-                             mask=np.uint64(int.from_bytes(bytes([(1 << width) - 1]) * 8,
-                                                           "little")),
-                             limit=255 // ((1 << width) - 1),
-                             tail=np.zeros((length - words * 8) * per, dtype=np.uint64))
+                state.update(partial=np.zeros((per, length), np.uint8),
+                             tmp=np.empty((per, length), np.uint8),
+                             shifts=(np.arange(per, dtype=np.uint8) * width)[:, None],
+                             mask=np.uint8((1 << width) - 1),
+                             limit=0xFF // ((1 << width) - 1))
             self._state.append(state)
         self.count = 0
 
-    def add(self, data: bytes | memoryview) -> None:
-        if len(data) != self._size:
+    @property
+    def size(self) -> int:
+        """Bytes of one packed vector."""
+        return self._size
+
+    def add(self, data: bytes | memoryview, offset: int = 0) -> None:
+        """Add the packed vector that starts ``offset`` bytes into ``data`` and fills the rest."""
+        if len(data) - offset != self._size or offset < 0:
             raise ValueError("packed vector has the wrong length")
         total = self._total
         for state in self._state:
-            width, shift, offset, length = (state["width"], state["shift"], state["offset"],
-                                            state["length"])
+            width = state["width"]
+            start = offset + state["offset"]
             if width >= 16:
-                lane = np.frombuffer(data, dtype=_NATIVE[width], count=self.dim, offset=offset)
-                if shift == 0:
+                lane = np.frombuffer(data, dtype=_NATIVE[width], count=self.dim, offset=start)
+                if state["shift"] == 0:
                     np.add(total, lane, out=total, casting="unsafe")
                 else:  # a 16-bit lane above a 32-bit one (bits >= 48): total is uint64
-                    total += lane.astype(self.dtype) << self.dtype.type(shift)
+                    total += lane.astype(self.dtype) << self.dtype.type(state["shift"])
                 continue
             if state["pending"] == state["limit"]:
                 self._flush(state)
             state["pending"] += 1
+            partial = state["partial"]
             if width == 8:
-                words = state["words"]
-                w = np.frombuffer(data, dtype="<u4", count=words, offset=offset)
-                tmp = state["tmp"]
-                mask = np.uint32(0x00FF00FF)
-                np.bitwise_and(w, mask, out=tmp)
-                np.add(state["even"], tmp, out=state["even"])
-                np.right_shift(w, np.uint32(8), out=tmp)
-                np.bitwise_and(tmp, mask, out=tmp)
-                np.add(state["odd"], tmp, out=state["odd"])
-                start = words * 4
-                if start < self.dim:
-                    rest = np.frombuffer(data, dtype=np.uint8, count=self.dim - start,
-                                         offset=offset + start)
-                    part = total[start:]
-                    np.add(part, rest.astype(self.dtype) << self.dtype.type(shift), out=part)
+                lane = np.frombuffer(data, dtype=np.uint8, count=self.dim, offset=start)
+                np.add(partial, lane, out=partial, casting="unsafe")
                 continue
-            words = state["words"]
-            w = np.frombuffer(data, dtype="<u8", count=words, offset=offset)
-            tmp, mask = state["tmp"], state["mask"]
-            for j, acc in enumerate(state["fields"]):
-                if j:
-                    np.right_shift(w, np.uint64(j * width), out=tmp)
-                    np.bitwise_and(tmp, mask, out=tmp)
-                else:
-                    np.bitwise_and(w, mask, out=tmp)
-                np.add(acc, tmp, out=acc)
-            if words * 8 < length:
-                rest = np.frombuffer(data, dtype=np.uint8, count=length - words * 8,
-                                     offset=offset + words * 8).astype(np.uint64)
-                per = 8 // width
-                small = (1 << width) - 1
-                tail = state["tail"].reshape(per, -1)
-                for j in range(per):
-                    tail[j] += (rest >> np.uint64(j * width)) & np.uint64(small)
+            lane = np.frombuffer(data, dtype=np.uint8, count=state["length"], offset=start)
+            tmp = state["tmp"]
+            np.right_shift(lane, state["shifts"], out=tmp)
+            np.bitwise_and(tmp, state["mask"], out=tmp)
+            np.add(partial, tmp, out=partial)
         self.count += 1
 
     def _flush(self, state: dict) -> None:
         """Move a lane's partial sums into the full-width total and clear them."""
         total, dtype = self._total, self.dtype
         shift = dtype.type(state["shift"])
-        width = state["width"]
-        if width == 8:
-            for acc, first in ((state["even"], 0), (state["odd"], 1)):
-                halves = acc.view("<u2")
-                for k, lane_pos in enumerate((first, first + 2)):
-                    target = total[lane_pos:state["words"] * 4:4]
-                    np.add(target, halves[k::2].astype(dtype) << shift, out=target)
-                acc.fill(0)
-        elif width < 8:
-            length, words = state["length"], state["words"]
-            per = 8 // width
-            tail = state["tail"].reshape(per, -1)
-            for j, acc in enumerate(state["fields"]):
-                start = j * length
-                stop = min(start + words * 8, self.dim)
-                if stop > start:
-                    target = total[start:stop]
-                    sums = acc.view(np.uint8)[:stop - start]
-                    np.add(target, sums.astype(dtype) << shift, out=target)
-                acc.fill(0)
-                t_start = start + words * 8
-                t_stop = min(start + length, self.dim)
-                if t_stop > t_start:
-                    target = total[t_start:t_stop]
-                    np.add(target, tail[j][:t_stop - t_start].astype(dtype) << shift,
+        partial = state["partial"]
+        if state["width"] == 8:
+            np.add(total, partial.astype(dtype) << shift, out=total)
+        else:
+            # Byte i of a planar lane holds entries i, i + length, i + 2 * length, ...
+            length = state["length"]
+            for j, sums in enumerate(partial):
+                stop = min((j + 1) * length, self.dim)
+                if stop > j * length:
+                    target = total[j * length:stop]
+                    np.add(target, sums[:stop - j * length].astype(dtype) << shift,
                            out=target)
-            state["tail"].fill(0)
+        partial.fill(0)
         state["pending"] = 0
 
     def total(self) -> np.ndarray:
@@ -263,8 +227,7 @@ class PackedAccumulator:
     def nbytes(self) -> int:
         n = self._total.nbytes
         for state in self._state:
-            for key in ("even", "odd", "tmp", "tail"):
+            for key in ("partial", "tmp"):
                 if key in state:
                     n += state[key].nbytes
-            n += sum(a.nbytes for a in state.get("fields", ()))
         return n

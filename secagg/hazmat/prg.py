@@ -45,6 +45,9 @@ class MaskGenerator:
         self._zeros = bytes(self.nbytes)
         self._out = memoryview(self._raw)
         self.buffer: np.ndarray = np.frombuffer(self._raw, dtype=self.dtype, count=dim)
+        # A mode object is a stateless description of CTR from counter block zero: one serves
+        # every key (each key still gets its own cipher context and key schedule).
+        self._zero_mode = modes.CTR(_ZERO_IV)
 
     def expand(self, key: bytes, counter_block: bytes = _ZERO_IV) -> np.ndarray:
         """Fill the scratch buffer with the mask of ``key`` and return it (valid until next call).
@@ -54,8 +57,8 @@ class MaskGenerator:
         """
         if len(key) != MASK_KEY_BYTES:
             raise ValueError("mask keys are 16 bytes")
-        encryptor = Cipher(algorithms.AES(key), modes.CTR(counter_block)).encryptor()
-        encryptor.update_into(self._zeros, self._out)
+        mode = self._zero_mode if counter_block is _ZERO_IV else modes.CTR(counter_block)
+        Cipher(algorithms.AES(key), mode).encryptor().update_into(self._zeros, self._out)
         return self.buffer
 
     def add(self, acc: np.ndarray, key: bytes) -> None:

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 import secrets
 from functools import lru_cache
 from collections.abc import Iterable, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many",
+import numpy as np
+
+__all__ = ["PRIME", "SHARE_BYTES", "split", "reconstruct", "reconstruct_many", "reconstruct_rows",
            "lagrange_weights_at_zero", "decode_with_errors", "decode_with_check", "evaluate",
            "interpolate", "encode_share", "decode_share"]
 
@@ -146,6 +149,98 @@ def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
             weights = cache[xs] = _weights(xs)
         out.append(sum(y * w for y, w in zip(chosen.values(), weights)) % PRIME)
     return out
+
+
+def reconstruct_rows(xs: np.ndarray, ys: Sequence[int]) -> list[int]:
+    """Reconstruct many secrets from exactly t points each, batched over holder sets.
+
+    Row i of the (secrets, t) integer array ``xs`` holds the x-coordinates of secret i's points
+    (each row strictly increasing, all positive), and ``ys[i * t:(i + 1) * t]`` their values,
+    field elements that the caller has range-checked. Secrets whose rows are equal share one
+    Lagrange basis: under the SecAgg+ graph most owners see the same holder ranks, so a round
+    computes a few bases and then one t-term dot product per secret. The result equals
+    ``reconstruct_many`` on the same points.
+    """
+    xs = np.asarray(xs)
+    if xs.ndim != 2:
+        raise ValueError("xs must be a (secrets, threshold) array")
+    count, t = xs.shape
+    if len(ys) != count * t:
+        raise ValueError("ys must hold threshold values per secret")
+    if count == 0:
+        return []
+    if t == 0 or xs[:, 0].min() < 1 or (t > 1 and (np.diff(xs, axis=1) <= 0).any()):
+        raise ValueError("share points must be distinct, increasing and non-zero")
+    if int(xs[:, -1].max()) >= PRIME:
+        raise ValueError("share point out of range")
+    # Rows grouped by their bytes (cheaper than a lexicographic sort of the rows).
+    rows = np.ascontiguousarray(xs, dtype=np.int64)
+    group: dict[bytes, int] = {}
+    which = [group.setdefault(key, len(group))
+             for key in rows.view(np.dtype((np.void, 8 * t))).ravel().tolist()]
+    members = np.zeros(len(group), dtype=np.int64)
+    members[which] = np.arange(count)  # any row of a group stands for it: they are equal
+    bases = _bases(rows[members])
+    mul = operator.mul
+    out = []
+    for i, g in enumerate(which):
+        scale, small, full = bases[g]
+        terms = ys[i * t:i * t + t]
+        if small is not None:
+            terms = map(mul, terms, small)
+        acc = sum(map(mul, terms, full)) % PRIME
+        out.append(acc if scale == 1 else acc * scale % PRIME)
+    return out
+
+
+def _bases(sets: np.ndarray, chunk: int = 1024) -> list[tuple[int, list[int] | None, list[int]]]:
+    """:func:`_dense_parts` of every row of ``sets`` (increasing rows of ranks), with
+    the small products of all dense rows computed in numpy, a chunk of rows at a time."""
+    count, t = sets.shape
+    top = sets[:, -1]
+    # Dense rows whose small products fit in int64 (fewer than 63 bits: |M| factors < top).
+    cheap = (top <= 2 * t) & ((top - t) * np.log2(np.maximum(top, 2)) < 62)
+    out: list = [None] * count
+    rows = np.flatnonzero(cheap)
+    for start in range(0, len(rows), chunk):
+        part = rows[start:start + chunk]
+        xs = sets[part]
+        width = int(xs[:, -1].max())
+        ranks = np.arange(1, width + 1)
+        present = np.zeros((len(part), width + 1), dtype=bool)
+        present[np.arange(len(part))[:, None], xs] = True
+        missing = ~present[:, 1:] & (ranks <= xs[:, -1:])
+        factors = np.where(missing[:, None, :], ranks - xs[:, :, None], 1)
+        smalls = factors.prod(axis=2).tolist()
+        for g, row, gone, small in zip(part.tolist(), xs.tolist(), missing, smalls):
+            top_fact, inv_i_full, inv_small = _dense_tables(row[-1])
+            scale = top_fact
+            absent = (np.flatnonzero(gone) + 1).tolist()
+            for m in absent:
+                scale = scale * inv_small[m - 1] % PRIME
+            out[g] = (scale, small if absent else None, [inv_i_full[x - 1] for x in row])
+    for g in np.flatnonzero(~cheap).tolist():
+        out[g] = _dense_parts(tuple(sets[g].tolist()))
+    return out
+
+
+def _dense_parts(xs: tuple[int, ...]) -> tuple[int, list[int] | None, list[int]]:
+    """Lagrange weights at zero for the ranks ``xs`` as w_i = scale * small_i * full_i mod p
+    (see :func:`_weights`): ``full_i`` from the shared table for 1..max(xs), ``small_i`` the
+    product of (m - x_i) over the ranks m missing from xs (None when none is missing), and one
+    ``scale``. A new set of ranks then costs a few small-integer products, not t modular
+    multiplications; each secret pays t cheap small multiplications more."""
+    top = xs[-1]
+    if top > 4096 or top > 2 * len(xs):
+        return 1, None, lagrange_weights_at_zero(xs)
+    present = set(xs)
+    missing = [m for m in range(1, top + 1) if m not in present]
+    top_fact, inv_i_full, inv_small = _dense_tables(top)
+    scale = top_fact
+    for m in missing:
+        scale = scale * inv_small[m - 1] % PRIME
+    small = [math.prod([m - x for m in missing]) for x in xs] if missing else None
+    return scale, small, [inv_i_full[x - 1] for x in xs]
 
 
 def evaluate(poly: Sequence[int], x: int) -> int:
