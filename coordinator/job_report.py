@@ -57,9 +57,9 @@ def plot_job(out_dir: Path, job: Job, rounds: Sequence, *, stopped: str | None =
                               (m.round, m.planned), textcoords="offset points", xytext=(0, 3),
                               ha="center", fontsize=7, color="tab:red")
     ax_sites.set_ylabel("sites")
-    ax_sites.set_ylim(0, max(planned or [1]) * 1.35)
+    ax_sites.set_ylim(0, max(planned or [1]) * 1.8)  # headroom: dropout names, then the legend
     ax_sites.yaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_sites.legend(loc="lower left", fontsize=7, ncol=2)
+    ax_sites.legend(loc="upper left", fontsize=7, ncol=2)
     ax_sites.grid(alpha=0.25, axis="y")
 
     aborted = [m.round for m in rounds if m.aborted]
