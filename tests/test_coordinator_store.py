@@ -226,10 +226,11 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("after", [5, 40])
-def test_sigkill_mid_write_loses_no_acknowledged_message(tmp_path, after) -> None:
-    path = tmp_path / "state.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER.format(root=str(ROOT)), str(path)],
+def _sigkill_after(script: str, path: Path, after: int, delay: float = 0.0) -> int:
+    """Run ``script`` (which prints the number of each write once it is committed) on
+    ``path``, SIGKILL it ``delay`` seconds after its ``after``-th acknowledgement, and return
+    the last number it acknowledged."""
+    proc = subprocess.Popen([sys.executable, "-c", script.format(root=str(ROOT)), str(path)],
                             stdout=subprocess.PIPE, text=True)
     acked = -1
     until = time.monotonic() + 60
@@ -238,9 +239,17 @@ def test_sigkill_mid_write_loses_no_acknowledged_message(tmp_path, after) -> Non
         if not line:
             break
         acked = int(line)
+    time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     assert acked >= after
+    return acked
+
+
+@pytest.mark.parametrize("after", [5, 40])
+def test_sigkill_mid_write_loses_no_acknowledged_message(tmp_path, after) -> None:
+    path = tmp_path / "state.sqlite"
+    acked = _sigkill_after(_WRITER, path, after)
     with CoordinatorStore(path) as store:
         stored = {step: env for step, _, _, env in store.envelopes(b"r" * 16)}
         for i in range(acked + 1):
@@ -340,19 +349,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_last_good_one_usable(
     checkpoint is at least the last one acknowledged, its parameters are exactly what was
     written for it, and the file passes SQLite's integrity check."""
     path = tmp_path / "state.sqlite"
-    proc = subprocess.Popen([sys.executable, "-c", _CHECKPOINTER.format(root=str(ROOT)),
-                             str(path)], stdout=subprocess.PIPE, text=True)
-    acked = -1
-    until = time.monotonic() + 60
-    while acked < after and time.monotonic() < until:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        acked = int(line)
-    time.sleep(delay_ms / 1000)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(10)
-    assert acked >= after
+    acked = _sigkill_after(_CHECKPOINTER, path, after, delay_ms / 1000)
     with CoordinatorStore(path) as store:
         last = store.last_checkpoint()
         assert last is not None and last.number >= acked

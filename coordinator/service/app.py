@@ -75,8 +75,7 @@ class EndedRound:
 
     @classmethod
     def of(cls, session: RoundSession) -> "EndedRound":
-        return cls(session.round_id, session.cohort, session.state,
-                   getattr(session.host, "outcome_bytes", None))
+        return cls(session.round_id, session.cohort, session.state, session.outcome_bytes)
 
 
 class CoordinatorService:
@@ -351,8 +350,7 @@ def create_app(service: CoordinatorService) -> FastAPI:
             raise NotEnrolled("this site is not in that round's cohort")
         until = time.monotonic() + hold_for(wait)
         while True:
-            data = (session.outcome_bytes if isinstance(session, EndedRound)
-                    else getattr(session.host, "outcome_bytes", None))
+            data = session.outcome_bytes
             if data is not None:
                 return Response(data, media_type="application/octet-stream")
             remaining = until - time.monotonic()

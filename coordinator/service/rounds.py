@@ -194,6 +194,12 @@ class RoundSession:
         self.history: list[StepRecord] = []
         self.abort_reason: str | None = None
 
+    @property
+    def outcome_bytes(self) -> bytes | None:
+        """The round's outcome as its host gives it to a site that asks (None until known, or
+        for a host that has none)."""
+        return getattr(self.host, "outcome_bytes", None)
+
     # -- what a site may ask -----------------------------------------------------------------
     def work_for(self, site: int, after: int) -> Work | Finished | None:
         with self._lock:
