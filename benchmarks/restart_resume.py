@@ -29,8 +29,6 @@ import json
 import os
 import re
 import signal
-import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,21 +36,17 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from tqdm import tqdm  # noqa: E402
 
 from clients.agent import site_tls_context  # noqa: E402
 from clients.connection import CoordinatorConnection, TransportError  # noqa: E402
 from coordinator.provision import parse_consortium, provision  # noqa: E402
+from net_deploy import consortium_toml  # noqa: E402
+from net_procs import free_port, query_state, stage_reached  # noqa: E402
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask")
-
-
-def _consortium(n: int) -> str:
-    sites = "".join(f'[[sites]]\nname = "site-{i}"\n' for i in range(1, n + 1))
-    return (f'[consortium]\nname = "restart"\n[admin]\nname = "a"\n'
-            f'[coordinator]\nhosts = ["127.0.0.1"]\n{sites}')
 
 
 def _job(rounds: int, model: str) -> str:
@@ -70,31 +64,6 @@ require_secure_aggregation = true
 epsilon = 1000.0
 delta = 1e-5
 """
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _query(state: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    if not state.exists():
-        return []
-    try:
-        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            return conn.execute(sql, args).fetchall()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return []
-
-
-def _stage_reached(state: Path, stage: str, number: int) -> bool:
-    rows = _query(state, "SELECT COUNT(*) FROM messages m JOIN rounds r USING (round_id) "
-                         "WHERE r.number = ? AND m.stage = ?", (number, stage))
-    return bool(rows) and rows[0][0] >= 1
 
 
 def _wait(what: str, check, until: float, procs: list[subprocess.Popen], poll: float = 0.005):
@@ -134,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         kits = tmp / "kits"
-        provision(parse_consortium(_consortium(args.sites)), kits)
+        provision(parse_consortium(consortium_toml(args.sites)), kits)
         for i in range(1, args.sites + 1):
             (kits / f"site-{i}" / "policy.toml").write_text(POLICY)
         (tmp / "job.toml").write_text(_job(args.rounds, args.model))
         out, state, port_file = tmp / "out", tmp / "state.sqlite", tmp / "port"
-        port = _free_port()
+        port = free_port()
         log = open(tmp / "coordinator.log", "w")
         serve = [sys.executable, "-m", "coordinator", "serve", "--kit", str(kits / "coordinator"),
                  "--job", str(tmp / "job.toml"), "--out", str(out), "--port", str(port),
@@ -160,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             bar = tqdm(total=5, desc="restart benchmark", unit="phase")
             until = time.monotonic() + 900
             bar.set_postfix_str(f"running to round 2's {args.stage}")
-            _wait(f"round 2's {args.stage}", lambda: _stage_reached(state, args.stage, 2),
+            _wait(f"round 2's {args.stage}", lambda: stage_reached(state, args.stage, 2),
                   until, [coordinator, *sites])
             os.kill(coordinator.pid, signal.SIGKILL)
             killed = time.time()
@@ -189,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             figures["ready_seconds"] = time.monotonic() - t_relaunch
             bar.update()
             bar.set_postfix_str("waiting for the round to resume")
-            resumed = _wait("a message after the restart", lambda: _query(
+            resumed = _wait("a message after the restart", lambda: query_state(
                 state, "SELECT MIN(received) FROM messages m JOIN rounds r USING (round_id) "
                        "WHERE r.number = 2 AND m.received > ?", (relaunch,))[0][0], until, procs)
             figures["resumed_seconds"] = resumed - relaunch
             bar.update()
             bar.set_postfix_str("waiting for round 2 to end")
-            ended = _wait("round 2's end", lambda: _query(
+            ended = _wait("round 2's end", lambda: query_state(
                 state, "SELECT ended FROM rounds WHERE number = 2 AND ended IS NOT NULL")
                 [:1], until, procs)[0][0]
             figures["round_done_seconds"] = ended - relaunch
@@ -219,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         figures["state_file_bytes"] = state.stat().st_size
         # Round 1 waits for the sites to start (their imports); rounds after the interrupted
         # one are what an uninterrupted round of this job costs, sites warm.
-        later = sorted(e - o for o, e in _query(
+        later = sorted(e - o for o, e in query_state(
             state, "SELECT opened, ended FROM rounds WHERE number > 2 AND ended IS NOT NULL"))
         figures["uninterrupted_round_seconds"] = later[len(later) // 2]
         figures["restart_cost_in_rounds"] = (figures["kill_to_round_done_seconds"]

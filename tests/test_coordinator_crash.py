@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.provision import parse_consortium, provision
+from net_procs import free_port, stage_reached
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,29 +83,6 @@ def _serve(kits: Path, out: Path, port: int, log) -> subprocess.Popen:
         env=_env(), stdout=log, stderr=subprocess.STDOUT)
 
 
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stage_reached(state: Path, stage: str, round_number: int) -> bool:
-    if not state.exists():
-        return False
-    try:
-        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
-        try:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM messages m JOIN rounds r ON m.round_id = r.round_id "
-                "WHERE r.number = ? AND m.stage = ?", (round_number, stage)).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return False
-    return row[0] >= 1
-
-
 def _job(tmp: Path, *, kill_at: str | None) -> tuple[dict, dict]:
     kits = tmp / "kits"
     provision(parse_consortium(CONSORTIUM), kits)
@@ -112,7 +90,7 @@ def _job(tmp: Path, *, kill_at: str | None) -> tuple[dict, dict]:
         (kits / f"site-{i}" / "policy.toml").write_text(POLICY)
     (tmp / "job.toml").write_text(JOB)
     out = tmp / "out"
-    port = _free_port()
+    port = free_port()
     logs = open(tmp / "coordinator.log", "w")
     coordinator = _serve(kits, out, port, logs)
     sites = []
@@ -125,7 +103,7 @@ def _job(tmp: Path, *, kill_at: str | None) -> tuple[dict, dict]:
     try:
         if kill_at is not None:
             until = time.monotonic() + 300
-            while not _stage_reached(tmp / "state.sqlite", kill_at, 1):
+            while not stage_reached(tmp / "state.sqlite", kill_at, 1):
                 assert coordinator.poll() is None, (tmp / "coordinator.log").read_text()
                 for i, p in enumerate(sites, 1):
                     assert p.poll() is None, (tmp / f"site-{i}.log").read_text()

@@ -1,0 +1,39 @@
+"""Helpers for tests and benchmarks that run a deployment as real processes (``python -m
+coordinator serve`` and ``python -m clients join``): a free loopback port, and how far a
+running coordinator's state file has got, read without disturbing its writer."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now (a ``serve`` process may take it next)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def query_state(state: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows of ``sql`` on a coordinator's state file, read-only; [] while the file is missing
+    or locked (its writer may be mid-transaction, or just killed)."""
+    if not state.exists():
+        return []
+    try:
+        conn = sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=1)
+        try:
+            return conn.execute(sql, args).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return []
+
+
+def stage_reached(state: Path, stage: str, round_number: int) -> bool:
+    """True once the state file holds a message of ``stage`` in round ``round_number``."""
+    rows = query_state(state, "SELECT COUNT(*) FROM messages m JOIN rounds r "
+                              "USING (round_id) WHERE r.number = ? AND m.stage = ?",
+                       (round_number, stage))
+    return bool(rows) and rows[0][0] >= 1
