@@ -159,6 +159,22 @@ def test_a_connection_the_peer_closed_is_replaced_before_the_next_request(pki):
         peer.close()
 
 
+def test_planted_a_connection_that_never_notices_the_peer_closed_it_fails(pki, monkeypatch):
+    """The defect the test above guards against: without the idle-close check, a request is
+    written to a connection the peer already closed and fails."""
+    import clients.connection as connection
+
+    monkeypatch.setattr(connection, "_closed_by_peer", lambda sock: False)
+    peer = ScriptedPeer(_server_ctx(pki), ["once"])
+    try:
+        with _client(pki, peer.port) as conn, pytest.raises(TransportError):
+            for _ in range(5):
+                assert conn.request("GET", "/x").status_code == 200
+                time.sleep(0.05)
+    finally:
+        peer.close()
+
+
 @pytest.mark.parametrize("kind", ["drop", "garbage", "mute"])
 def test_a_failed_request_is_one_transport_error_and_the_next_one_works(pki, kind):
     peer = ScriptedPeer(_server_ctx(pki), [kind, "ok"])
