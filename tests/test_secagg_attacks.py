@@ -13,6 +13,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
@@ -79,16 +80,23 @@ def coalitions(draw, *, corrupt_rates=(0.05, 0.1, 0.2), max_n=12, min_n=4):
 
 @contextlib.contextmanager
 def _replayable(case):
-    """The clients' nonces and seeds from a stream fixed by the case, so that the search sees
-    the same graph when it replays an example (Hypothesis needs a deterministic predicate to
-    shrink); outside the search they come from the OS as always."""
+    """The clients' nonces, seeds and X25519 key pairs from a stream fixed by the case, so that
+    the search sees the same round when it replays an example (Hypothesis needs a deterministic
+    predicate to shrink). The key pairs matter to the grinding tactic: the roster it picks is
+    scored on the advertised public keys, so keys from the OS made its outcome differ between
+    two runs of one example. Outside the search all of it comes from the OS as always."""
     key = hashlib.sha256(repr(case).encode()).digest()
     counter = itertools.count()
 
     def urandom(size: int) -> bytes:
         return hashlib.shake_256(key + next(counter).to_bytes(8, "big")).digest(size)
 
-    with mock.patch("secagg.client.os.urandom", urandom):
+    class _Keys:  # what secagg's KeyPair asks of X25519PrivateKey, from the stream
+        generate = staticmethod(lambda: X25519PrivateKey.from_private_bytes(urandom(32)))
+        from_private_bytes = staticmethod(X25519PrivateKey.from_private_bytes)
+
+    with mock.patch("secagg.client.os.urandom", urandom), \
+            mock.patch("secagg.hazmat.crypto.X25519PrivateKey", _Keys):
         yield int.from_bytes(key[:4], "big")
 
 
