@@ -226,12 +226,13 @@ _WRITER = textwrap.dedent("""
 """)
 
 
-def _sigkill_after(script: str, path: Path, after: int, delay: float = 0.0) -> int:
+def _sigkill_after(script: str, path: Path, after: int, delay: float = 0.0,
+                   extra: tuple[str, ...] = ()) -> int:
     """Run ``script`` (which prints the number of each write once it is committed) on
     ``path``, SIGKILL it ``delay`` seconds after its ``after``-th acknowledgement, and return
     the last number it acknowledged."""
-    proc = subprocess.Popen([sys.executable, "-c", script.format(root=str(ROOT)), str(path)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", script.format(root=str(ROOT)), str(path),
+                             *extra], stdout=subprocess.PIPE, text=True)
     acked = -1
     until = time.monotonic() + 60
     while acked < after and time.monotonic() < until:
@@ -242,6 +243,11 @@ def _sigkill_after(script: str, path: Path, after: int, delay: float = 0.0) -> i
     time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
+    # What the process printed before it died and this loop did not read yet was acknowledged
+    # too: every one of those writes must be there as well.
+    for line in proc.stdout.read().splitlines():
+        acked = int(line)
+    proc.stdout.close()
     assert acked >= after
     return acked
 
@@ -324,7 +330,26 @@ _CHECKPOINTER = textwrap.dedent("""
     import sys, hashlib
     sys.path.insert(0, {root!r})
     from coordinator.service.store import CoordinatorStore
-    store = CoordinatorStore(sys.argv[1])
+    if sys.argv[2:] == ["plant"]:
+        # A planted defect: checkpoints handed to a background writer so that a round need
+        # not wait for its checkpoint, acknowledged once queued (not once committed).
+        import queue, threading
+
+        class Store(CoordinatorStore):
+            def __init__(self, path):
+                super().__init__(path)
+                self._queue = queue.Queue()
+                threading.Thread(target=self._drain, daemon=True).start()
+
+            def _drain(self):
+                while True:
+                    super().checkpoint(*self._queue.get())
+
+            def checkpoint(self, number, params, metrics):
+                self._queue.put((number, params, metrics))
+    else:
+        Store = CoordinatorStore
+    store = Store(sys.argv[1])
     i = 0
     while True:
         # model-sized parameters (2 MB), so a kill is likely to land inside a write
@@ -350,15 +375,34 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_last_good_one_usable(
     written for it, and the file passes SQLite's integrity check."""
     path = tmp_path / "state.sqlite"
     acked = _sigkill_after(_CHECKPOINTER, path, after, delay_ms / 1000)
+    assert _checkpoint_losses(path, acked) == []
+
+
+def _checkpoint_losses(path: Path, acked: int) -> list[str]:
+    """What a reopened state file lost or tore of checkpoints 0..``acked`` (all acknowledged):
+    the newest usable checkpoint must be at least ``acked`` and exactly what was written for it,
+    every acknowledged one there and intact, and the file must pass SQLite's integrity check."""
+    losses = []
     with CoordinatorStore(path) as store:
         last = store.last_checkpoint()
-        assert last is not None and last.number >= acked
-        assert last.params == _params(last.number) and last.metrics == {"round": last.number}
-        for i in range(acked + 1):  # every acknowledged checkpoint is there and intact
-            got = store.checkpoint_at(i)
-            assert got is not None and got.params == _params(i)
+        if last is None or last.number < acked:
+            losses.append(f"newest usable checkpoint {last and last.number}, {acked} acknowledged")
+        elif last.params != _params(last.number) or last.metrics != {"round": last.number}:
+            losses.append(f"checkpoint {last.number} is not what was written")
+        losses += [f"acknowledged checkpoint {i} is missing or torn" for i in range(acked + 1)
+                   if (got := store.checkpoint_at(i)) is None or got.params != _params(i)]
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if conn.execute("PRAGMA integrity_check").fetchone()[0] != "ok":
+            losses.append("the file fails SQLite's integrity check")
     finally:
         conn.close()
+    return losses
+
+
+def test_the_kill_test_catches_a_store_that_acknowledges_before_it_commits(tmp_path) -> None:
+    """The planted defect: checkpoints queued for a background writer and acknowledged at once.
+    The same kill and the same oracle must find acknowledged checkpoints missing."""
+    path = tmp_path / "state.sqlite"
+    acked = _sigkill_after(_CHECKPOINTER, path, 3, 0.005, extra=("plant",))
+    assert _checkpoint_losses(path, acked), "the planted store lost nothing: the oracle is blind"
