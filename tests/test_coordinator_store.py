@@ -46,11 +46,11 @@ class Clock:
         return self.now
 
 
-def _session(config, store, clock, *, first=None):
+def _session(config, store, clock, *, first=None, excluded=frozenset):
     store.open_round(config.round_id, 1, b"")  # idempotent: a restart finds it recorded
     return RoundSession(config.round_id, SecAggHost(SecAggServer(config)),
                         frozenset(config.clients), secagg_limits(config), stage_timeout=10.0,
-                        inbox=store, clock=clock, first=first)
+                        inbox=store, clock=clock, first=first, excluded=excluded)
 
 
 class Sites:
@@ -406,3 +406,46 @@ def test_the_kill_test_catches_a_store_that_acknowledges_before_it_commits(tmp_p
     path = tmp_path / "state.sqlite"
     acked = _sigkill_after(_CHECKPOINTER, path, 3, 0.005, extra=("plant",))
     assert _checkpoint_losses(path, acked), "the planted store lost nothing: the oracle is blind"
+
+
+def test_a_step_left_waiting_only_for_revoked_sites_closes_at_once_and_replays_so(
+        tmp_path) -> None:
+    """Sites 4 and 5 stop answering at the masked-input step. With only site 5 revoked the step
+    still waits (site 4 might yet answer); once site 4 is revoked too, the next tick closes it,
+    long before its deadline, with both as dropouts, recorded so that a restart replays the
+    same survivors and the round ends with the sum of sites 1-3."""
+    config = round_config(5, 16)
+    inputs = inputs_for(config, 3)
+    path = tmp_path / "state.sqlite"
+    clock = Clock()
+    revoked: set[int] = set()
+    store = CoordinatorStore(path)
+    session = _session(config, store, clock, excluded=lambda: frozenset(revoked))
+    sites = Sites(config, inputs)
+    while session.stage != "masked_input":
+        sites.compute(session)
+        for c in sorted(sites.pending):
+            sites.send(session, c)
+    sites.compute(session, silent={4, 5})
+    for c in sorted(sites.pending):
+        sites.send(session, c)
+    revoked.add(5)
+    session.tick()
+    assert session.stage == "masked_input" and session.dropouts == set()
+    revoked.add(4)
+    session.tick()  # no clock change: the deadline is 10 s away
+    assert session.stage == "unmask" and session.dropouts == {4, 5}
+    assert session.history[-1].reason == "revoked"
+    store.close()  # the coordinator dies here
+    with CoordinatorStore(path) as store:
+        again = _session(config, store, clock, excluded=lambda: frozenset(revoked))
+        again.replay(_body)
+        assert again.stage == "unmask" and again.dropouts == {4, 5}
+        sites.compute(again, silent={4, 5})
+        for c in sorted(sites.pending):
+            sites.send(again, c)
+        assert again.state.value == "done"
+        result = again.host.server.result
+        assert result.included == frozenset({1, 2, 3})
+        expected = sum(inputs[c].astype(np.uint64) for c in (1, 2, 3)).astype(np.uint32)
+        assert np.array_equal(result.aggregate, expected)

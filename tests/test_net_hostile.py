@@ -402,10 +402,18 @@ class _WaitsForRevocation(SecAggParticipant):
         return super().on_message(data)
 
 
-def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(tmp_path) -> None:
+@pytest.mark.parametrize("planted", [False, True])
+def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(
+        tmp_path, monkeypatch, planted) -> None:
     """``cohort provision --revoke site-3`` while a round runs: the service re-reads the kit's
     signed roster, refuses site 3 from its next request on, on an already open keep-alive
-    connection too, and site 3 becomes a dropout of the round; the others' sum is exact."""
+    connection too, and site 3 becomes a dropout of the round; the others' sum is exact. The
+    masked-input step that waits for site 3 closes as soon as the others have answered (nothing
+    can come from a revoked site), not at its deadline. Planted: a session that waits for the
+    deadline anyway; the step then closes on it (a short one, so the test stays quick)."""
+    import coordinator.service.rounds as rounds_module
+
+    monkeypatch.setattr(rounds_module, "_PLANT_WAIT_FOR_REVOKED", planted)
     kits = tmp_path / "kits"
     consortium = parse_consortium(CONSORTIUM)
     provision(consortium, kits)
@@ -419,7 +427,8 @@ def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(tm
         server = SecAggServer(config)
         session = run.service.open_round(config.round_id, SecAggHost(server),
                                          cohort=frozenset(config.clients),
-                                         limits=secagg_limits(config), stage_timeout=2.0)
+                                         limits=secagg_limits(config),
+                                         stage_timeout=2.0 if planted else 60.0)
         with _http(pki, run.url, 3) as kept:  # site 3's keep-alive connection, opened now
             assert kept.get("/v1/status").status_code == 200
             parts = {c: SecAggParticipant(SecAggClient(c, config), inputs[c]) for c in (1, 2, 4)}
@@ -444,6 +453,9 @@ def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(tm
         assert done[3].outcome == "refused" and "403" in done[3].detail
         assert {done[c].outcome for c in (1, 2, 4)} == {"done"}, (session.abort_reason, done)
         assert session.dropouts == {3}
+        closed = session.history[3]
+        assert (closed.stage, closed.silent) == ("masked_input", frozenset({3}))
+        assert closed.reason == ("deadline" if planted else "revoked")
         assert server.result.included == frozenset({1, 2, 4})
         assert np.array_equal(server.result.aggregate, _expected(inputs, {1, 2, 4}))
         with _http(pki, run.url, 1) as http:  # the others are unaffected

@@ -111,7 +111,7 @@ class CoordinatorService:
         inbox's stored messages before any site can see it (a restart)."""
         session = RoundSession(round_id, host, frozenset(cohort), limits, stage_timeout,
                                inbox=inbox if inbox is not None else MemoryInbox(),
-                               on_change=self._notify, first=first)
+                               on_change=self._notify, first=first, excluded=self._revoked)
         if replay is not None:
             replayed = session.replay(replay)
             event(log, logging.INFO, "round_rebuilt", "round %s rebuilt from %d stored messages "
@@ -129,6 +129,11 @@ class CoordinatorService:
               sites=len(cohort), stage=session.stage, stage_timeout=stage_timeout)
         self._notify()
         return session
+
+    def _revoked(self) -> frozenset[int]:
+        """Client ids the roster has revoked: an open step no longer waits for them."""
+        revoked = getattr(self.roster, "revoked_clients", None)
+        return revoked() if revoked is not None else frozenset()
 
     def finish(self) -> None:
         """No more rounds: every site's next poll is told the job is over."""

@@ -17,6 +17,10 @@ is taken only if it verifies against the consortium CA and is a valid successor 
 held (:func:`cohort.enrolment.verify_roster_update`: a higher version, no client id renamed, no
 revoked certificate active again); anything else is logged and the roster held stays in force,
 so a half-copied pair (new json, old signature) is refused until its second file lands.
+
+An open round's step stops waiting for revoked sites: ``revoked_clients()`` feeds the session's
+``excluded`` sites (checked on every accepted message and every tick), so a step that waits only
+for them closes at once, with them as its silent sites, instead of at its deadline.
 """
 
 from __future__ import annotations
@@ -50,6 +54,9 @@ class SiteRoster(Protocol):
 
     def by_fingerprint(self, fingerprint: str) -> RosterSite | None: ...
 
+    # Optional: ``revoked_clients() -> frozenset[int]``, the client ids of revoked sites, so an
+    # open step stops waiting for them (a roster without it revokes nobody mid-step).
+
 
 def site_identity(site_name: str, client_id: int, identity_public: Ed25519PublicKey,
                   fingerprint: str) -> RosterSite:
@@ -75,6 +82,11 @@ class MemoryRoster:
             self._sites[fingerprint] = replace(self._sites[fingerprint],
                                                status=SiteStatus.REVOKED)
 
+    def revoked_clients(self) -> frozenset[int]:
+        """The client ids of every revoked site."""
+        with self._lock:
+            return frozenset(s.client_id for s in self._sites.values() if not s.active)
+
 
 class FileRoster:
     """A kit's signed roster files, re-read when they change (see the module docstring).
@@ -98,6 +110,7 @@ class FileRoster:
     def _set(self, roster: Roster) -> None:
         self._roster = roster
         self._by_fp = {s.fingerprint: s for s in roster.sites}
+        self._revoked = frozenset(s.client_id for s in roster.sites if not s.active)
 
     def _stat(self) -> tuple | None:
         try:
@@ -118,6 +131,11 @@ class FileRoster:
     def by_fingerprint(self, fingerprint: str) -> RosterSite | None:
         self.refresh()
         return self._by_fp.get(fingerprint)
+
+    def revoked_clients(self) -> frozenset[int]:
+        """The client ids of every site the roster in force has revoked (re-read if changed)."""
+        self.refresh()
+        return self._revoked
 
     def refresh(self) -> bool:
         """Take the files' roster if they changed and it is a valid successor; True if taken."""

@@ -8,7 +8,8 @@ reveal) is two steps with the same stage name.
 
 State machine of a :class:`RoundSession`::
 
-    OPEN(step s, deadline) --every pending site answered, or the deadline passed-->
+    OPEN(step s, deadline) --every pending site answered (or every one left is revoked), or
+                             the deadline passed-->
         close_stage(): {} -> DONE | messages -> OPEN(step s + 1, new deadline)
                        | ProtocolAbort -> ABORTED
     a site still pending when its step closes is a dropout: it gets no later work.
@@ -42,6 +43,9 @@ _PLANT_FORGET_DEADLINE_CLOSE = False
 # before the host has checked it, so a refused message leaves a row behind (the hostile-network
 # fuzz in tests/test_net_fuzz.py must catch it).
 _PLANT_STORE_BEFORE_CHECK = False
+# Test-only knob (CONVENTIONS 12): True plants a session that waits for its deadline even when
+# every site it still waits for has been revoked (tests/test_net_hostile.py must catch it).
+_PLANT_WAIT_FOR_REVOKED = False
 
 __all__ = ["RoundHost", "InboxStore", "MemoryInbox", "StoredMessage", "StoredStep", "RoundState", "RoundSession", "Work",
            "Finished", "Outcome", "StepRecord"]
@@ -97,6 +101,9 @@ class StoredStep:
     stage: str
     answered: frozenset[int]
     silent: frozenset[int]
+    reason: str = "answered"
+    """Why it closed: "answered" (no site left to wait for), "deadline", "revoked" (every site
+    left was revoked) or "replayed" (rebuilt from the inbox after a restart)."""
 
 
 class MemoryInbox:
@@ -161,6 +168,9 @@ class StepRecord:
     stage: str
     answered: frozenset[int]
     silent: frozenset[int]
+    reason: str = "answered"
+    """Why it closed: "answered" (no site left to wait for), "deadline", "revoked" (every site
+    left was revoked) or "replayed" (rebuilt from the inbox after a restart)."""
 
 
 def stage_name(stage: object) -> str:
@@ -179,6 +189,10 @@ class RoundSession:
     clock: Callable[[], float] = time.monotonic
     on_change: Callable[[], None] = lambda: None
     first: Mapping[int, bytes] | None = None  # step 0's body per site (default: empty)
+    # Sites that may no longer send anything (revoked in the roster): once every site a step
+    # still waits for is one of them, nothing more can arrive, and the step closes then, not at
+    # its deadline. They become that step's silent sites, recorded as any close is.
+    excluded: Callable[[], frozenset[int]] = frozenset
 
     def __post_init__(self) -> None:
         self._lock = threading.RLock()
@@ -253,13 +267,26 @@ class RoundSession:
             self._answered.add(site)
             if not self.host.pending():
                 self._close()
+            elif self._only_excluded_pending():
+                self._close(reason="revoked")
             return Outcome.ACCEPTED
 
     def tick(self) -> None:
-        """Close the open step if its deadline has passed."""
+        """Close the open step if its deadline has passed, or if every site it still waits for
+        has been revoked."""
         with self._lock:
-            if self.state is RoundState.OPEN and self.clock() >= self.deadline:
-                self._close()
+            if self.state is not RoundState.OPEN:
+                return
+            if self.clock() >= self.deadline:
+                self._close(reason="deadline")
+            elif self._only_excluded_pending():
+                self._close(reason="revoked")
+
+    def _only_excluded_pending(self) -> bool:
+        if _PLANT_WAIT_FOR_REVOKED:
+            return False
+        pending = self.host.pending()
+        return bool(pending) and frozenset(pending) <= self.excluded()
 
     # -- a restart --------------------------------------------------------------------------
     def replay(self, body_of: Callable[[bytes], bytes]) -> int:
@@ -285,20 +312,21 @@ class RoundSession:
                 if frozenset(self.host.pending()) != record.silent or \
                         frozenset(self._answered) != record.answered:
                     raise StageError("the replay does not reproduce a stored step")
-                self._close(record_step=False)
+                self._close(record_step=False, reason="replayed")
                 if self.state is not RoundState.OPEN:
                     break
             if self.state is RoundState.OPEN and not self.host.pending():
                 self._close()
         return replayed
 
-    def _close(self, *, record_step: bool = True) -> None:
+    def _close(self, *, record_step: bool = True, reason: str = "answered") -> None:
         silent = frozenset(self.host.pending())
         if record_step and not (_PLANT_FORGET_DEADLINE_CLOSE and silent):
             # Durable before the next step's messages exist: a restart must close this step the
             # same way, or two different survivor lists could leave an honest coordinator.
             self.inbox.close_step(self.round_id, self.step, self.stage, self._answered, silent)
-        self.history.append(StepRecord(self.step, self.stage, frozenset(self._answered), silent))
+        self.history.append(StepRecord(self.step, self.stage, frozenset(self._answered), silent,
+                                       reason))
         self.dropouts |= silent
         try:
             out = self.host.close_stage()
