@@ -176,17 +176,17 @@ class AggregationRound:
         rp = self._announcement.privacy
         central = (self._randomness.source("central")
                    if config.mode is Mechanism.CENTRAL_GAUSSIAN else None)
+        whole = config.integer_weights  # sample counts are integers: post-processing only
         if central is not None and _PLANT_CENTRAL_NOISE_AFTER_DECODE:
             noisy = rp.central_noise(codec.encoder.decode(aggregate), randomness=central,
                                      simulation=self._randomness.simulation)
-            weighted_sum, total = codec.split(noisy)
+            weighted_sum, total = codec.split(noisy, integer_total=whole)
         elif central is not None:  # noise inside Z_2^b: the wrap is post-processing
             weighted_sum, total = codec.decode(rp.central_ring_noise(
-                aggregate, plan, randomness=central, simulation=self._randomness.simulation))
-        else:
-            weighted_sum, total = codec.decode(aggregate)
-        if config.integer_weights:
-            total = float(round(total))  # sample counts are integers: post-processing only
+                aggregate, plan, randomness=central, simulation=self._randomness.simulation),
+                integer_total=whole)
+        else:  # privacy.audit.state recomputes exactly this from a replayed sum
+            weighted_sum, total = codec.decode(aggregate, integer_total=whole)
         included = frozenset(self._announcement.site(c) for c in summed.included)
         return SecureSumResult(weighted_sum=weighted_sum, total_weight=total, included=included,
                                planned=len(self._announcement.cohort),

@@ -431,11 +431,14 @@ def weighted_vector(update: Any, *, weight: float, clip_norm: float,
     return z
 
 
-def split_weighted(total: np.ndarray, *, clip_norm: float,
-                   max_weight: float) -> tuple[np.ndarray, float]:
-    """(sum_k w_k x_k, sum_k w_k) from a (decoded, possibly noised) sum of weighted vectors."""
+def split_weighted(total: np.ndarray, *, clip_norm: float, max_weight: float,
+                   integer_total: bool = False) -> tuple[np.ndarray, float]:
+    """(sum_k w_k x_k, sum_k w_k) from a (decoded, possibly noised) sum of weighted vectors.
+    ``integer_total`` (weights are sample counts) rounds the total weight to the nearest
+    integer: post-processing only."""
     total = np.asarray(total, dtype=np.float64)
-    return total[:-1] * max_weight, float(total[-1]) * max_weight / clip_norm
+    weight = float(total[-1]) * max_weight / clip_norm
+    return total[:-1] * max_weight, float(round(weight)) if integer_total else weight
 
 
 class WeightedSumCodec:
@@ -490,10 +493,15 @@ class WeightedSumCodec:
         return self._encoder.wrap(self.encode_signed(update, weight=weight,
                                                      randomness=randomness))
 
-    def split(self, total: np.ndarray) -> tuple[np.ndarray, float]:
-        """(sum_k w_k x_k, sum_k w_k) from a decoded float sum (e.g. after central noise)."""
-        return split_weighted(total, clip_norm=self._update_clip, max_weight=self._max_weight)
+    def split(self, total: np.ndarray, *, integer_total: bool = False
+              ) -> tuple[np.ndarray, float]:
+        """(sum_k w_k x_k, sum_k w_k) from a decoded float sum (e.g. after central noise);
+        ``integer_total`` rounds the total weight (sample counts are integers)."""
+        return split_weighted(total, clip_norm=self._update_clip, max_weight=self._max_weight,
+                              integer_total=integer_total)
 
-    def decode(self, aggregate: np.ndarray) -> tuple[np.ndarray, float]:
-        """(sum_k w_k x_k, sum_k w_k) from the modular sum."""
-        return self.split(self._encoder.decode(aggregate))
+    def decode(self, aggregate: np.ndarray, *, integer_total: bool = False
+               ) -> tuple[np.ndarray, float]:
+        """(sum_k w_k x_k, sum_k w_k) from the modular sum: what the coordinator releases (and
+        what an audit recomputes from a replayed sum); ``integer_total`` as for :meth:`split`."""
+        return self.split(self._encoder.decode(aggregate), integer_total=integer_total)

@@ -15,6 +15,7 @@ __all__ = [
     "InvalidUpdate",
     "LedgerError",
     "LedgerVersionError",
+    "ReleaseMismatch",
     "ReleaseRepeated",
     "UnsupportedEvent",
 ]
@@ -50,6 +51,11 @@ class ReleaseRepeated(LedgerError):
 
 class LedgerVersionError(LedgerError):
     """A ledger file whose schema version this code cannot read or migrate."""
+
+
+class ReleaseMismatch(CohortError):
+    """A stored release is not what the secure sum it claims to release decodes to (or, with
+    central noise, differs from it by more, or less, than the declared noise)."""
 
 
 class AuditError(CohortError):

@@ -42,8 +42,9 @@ def consortium_toml(n: int) -> str:
 
 
 def job_toml(*, rounds: int, sites: int, stage_timeout: float, malicious: bool = True,
-             dp: bool = True) -> str:
-    privacy = ('mode = "distributed"\nnoise_multiplier = 0.5\nclip_norm = 2.0\ndelta = 1e-5\n'
+             dp: bool = True, mode: str = "distributed") -> str:
+    """``mode``: the DP mechanism when ``dp`` (distributed, or central_gaussian)."""
+    privacy = (f'mode = "{mode}"\nnoise_multiplier = 0.5\nclip_norm = 2.0\ndelta = 1e-5\n'
                if dp else 'mode = "none"\n')
     return f"""\
 [job]
@@ -99,14 +100,16 @@ def dies_at_masked_input(begin: Callable) -> Callable:
 
 
 def deploy(out: Path, *, sites: int = 3, rounds: int = 2, die: str | None = None,
-           stage_timeout: float = 10.0, malicious: bool = True, dp: bool = True) -> Path:
+           stage_timeout: float = 10.0, malicious: bool = True, dp: bool = True,
+           mode: str = "distributed") -> Path:
     """Provision ``sites`` sites into ``out/kits``, run the job to its end, and return
-    ``out/state.sqlite``. ``die`` names a site that dies in round 1 before its masked input."""
+    ``out/state.sqlite``. ``die`` names a site that dies in round 1 before its masked input;
+    ``mode`` is the DP mechanism (with ``dp``)."""
     out.mkdir(parents=True, exist_ok=True)
     kits = out / "kits"
     provision(parse_consortium(consortium_toml(sites)), kits)
     spec = job_toml(rounds=rounds, sites=sites, stage_timeout=stage_timeout,
-                    malicious=malicious, dp=dp)
+                    malicious=malicious, dp=dp, mode=mode)
     job = parse_job(spec)
     coordinator = kits / "coordinator"
     roster = load_roster(coordinator / "roster.json", coordinator / "ca.pem")

@@ -3,7 +3,9 @@ loopback mutual TLS (tests/net_deploy.py: provisioned kits, the job runner with 
 store, site agents with their ledgers) passes every check; each planted defect is caught and
 named (CONVENTIONS 12): an upload that is not masked, the server obtaining both shares of one
 client, a release missing from a site's ledger, a signature that does not verify, an epsilon
-that its events do not support, noise switched off while epsilon is claimed. A check the file
+that its events do not support, noise switched off while epsilon is claimed, a stored release
+that is not what the replayed secure sum decodes to (one coordinate changed, scaled, the sum of
+another set of sites; in central DP, its noise left out or inflated). A check the file
 cannot support (no roster, no ledgers) is reported as not made, never as passed; a file that is
 not a state file, or of an unknown schema, is refused with one typed line and nothing written.
 
@@ -31,7 +33,11 @@ from cohort.contract import OUTCOME_ACK, Job, RoundOutcome, RoundWork
 from net_deploy import deploy
 from privacy.audit import (SimulationFolder, StateFile, audit_run, ledger_files, open_records,
                            read_roster, roster_from_kit)
-from privacy.audit.state import REPLAYED, SIGNED, STATE_SCHEMA
+from privacy.audit import state as state_module
+from privacy.audit.release import (NOISE_FALSE_ALARM, RELEASE_TOLERANCE, compare_release,
+                                   decode_sum)
+from privacy.audit.state import RELEASED, REPLAYED, SIGNED, STATE_SCHEMA
+from privacy.errors import ReleaseMismatch
 from privacy.errors import AuditError
 from secagg import envelope
 from secagg.hazmat.packing import pack
@@ -119,7 +125,11 @@ def test_an_honest_deployed_job_passes_every_check_and_the_file_is_only_read(hon
     before = _listing(honest.parent)
     report = _audit(honest)
     assert report.passed, [(c.name, c.evidence) for c in report.checks if not c.passed]
-    assert {c.name for c in report.checks} == FOLDER_CHECKS | {SIGNED, REPLAYED}
+    assert {c.name for c in report.checks} == FOLDER_CHECKS | {SIGNED, REPLAYED, RELEASED}
+    # Distributed DP: the sites' noise is inside the sum, so each release is its decoding,
+    # bit for bit.
+    assert next(c.evidence for c in report.checks if c.name == RELEASED).startswith(
+        "2 stored releases equal to the replayed secure sum's decoding (largest difference 0,")
     summary = json.loads((honest.parent / "summary.json").read_text())
     assert report.measured["site-level epsilon recomputed"] == pytest.approx(
         summary["epsilon"], rel=5e-3)
@@ -157,7 +167,7 @@ def test_a_semi_honest_job_without_dp_passes_its_secure_checks(tmp_path) -> None
     assert report.passed, [(c.name, c.evidence) for c in report.checks if not c.passed]
     assert {c.name for c in report.checks} == (FOLDER_CHECKS - LEDGER_CHECKS
                                                - {"every printed epsilon recomputed"}
-                                               ) | {SIGNED, REPLAYED}
+                                               ) | {SIGNED, REPLAYED, RELEASED}
     assert report.claimed["site-level epsilon"].startswith("none claimed")
 
 
@@ -249,7 +259,8 @@ def test_planted_unmasked_upload_is_caught(honest, tmp_path) -> None:
 
     _reseal(copy, 2, "masked_input", unmasked, sites=(2,))
     failed = _failed(_audit(copy))
-    assert set(failed) == {"only masked vectors received"}
+    # The inbox now sums to something else than what the coordinator released, too.
+    assert set(failed) == {"only masked vectors received", RELEASED}
     assert any("round 2" in d and "uniformity" in d for d in failed[
         "only masked vectors received"])
 
@@ -354,6 +365,231 @@ def test_planted_noise_off_while_epsilon_is_claimed_is_caught(honest, tmp_path) 
     failed = _failed(_audit(copy))
     assert set(failed) == {"noise summed vs planned"}
     assert any("round 2" in d and "summed 0" in d for d in failed["noise summed vs planned"])
+
+
+# -- the release is the secure sum --------------------------------------------------------------
+@pytest.fixture(scope="module")
+def central(tmp_path_factory) -> Path:
+    """Three sites, two rounds, semi-honest, central DP: the coordinator adds a discrete
+    Gaussian to each secure sum (inside Z_2^b) before it decodes it, so a release is the sum's
+    decoding plus noise of the declared size, not a function of the sum."""
+    return deploy(tmp_path_factory.mktemp("central") / "job", sites=3, rounds=2,
+                  malicious=False, mode="central_gaussian")
+
+
+def _replayed(state: Path) -> dict[int, tuple[object, np.ndarray]]:
+    """Per round, its announcement (as the audit reads it) and the secure sum the audit's
+    replay produced: what the release check holds the stored release to."""
+    seen: dict[int, tuple[object, np.ndarray]] = {}
+
+    def spy(ann, aggregate, weighted_sum, total_weight):
+        seen[ann.round_number] = (ann, np.array(aggregate))
+        return compare_release(ann, aggregate, weighted_sum, total_weight)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(state_module, "compare_release", spy)
+        records = open_records(state)
+        records.integrity()
+        records.close()
+    return seen
+
+
+def _stored_release(state: Path, number: int) -> tuple[np.ndarray, dict]:
+    conn = sqlite3.connect(f"file:{state}?mode=ro&immutable=1", uri=True)
+    round_id, _ = _work(conn, number)
+    blob, text = conn.execute("SELECT aggregate, meta FROM releases WHERE round_id = ?",
+                              (round_id,)).fetchone()
+    conn.close()
+    return np.frombuffer(bytes(blob), dtype="<f8").copy(), json.loads(text)
+
+
+def _rerelease(state: Path, number: int,
+               change: Callable[[np.ndarray, float], tuple[np.ndarray, float]]) -> None:
+    """Replace round ``number``'s stored weighted sum and total weight by ``change(weighted
+    sum, total weight)``, every other field of the release as it was and its digest
+    recomputed as the store computes it (sha256 of the aggregate's bytes and the meta's text),
+    so that only the release check can catch it."""
+    weighted, meta = _stored_release(state, number)
+    weighted, meta["total_weight"] = change(weighted, float(meta["total_weight"]))
+    blob = np.ascontiguousarray(weighted, dtype="<f8").tobytes()
+    text = json.dumps(meta, sort_keys=True)
+    conn = sqlite3.connect(state)
+    round_id, _ = _work(conn, number)
+    conn.execute("UPDATE releases SET aggregate = ?, meta = ?, sha256 = ? WHERE round_id = ?",
+                 (blob, text, hashlib.sha256(blob + text.encode()).digest(), round_id))
+    conn.commit()
+    conn.close()
+
+
+def _release_fails(state: Path) -> list[str]:
+    failed = _failed(_audit(state))
+    assert set(failed) == {RELEASED}, failed
+    return failed[RELEASED]
+
+
+def test_an_honest_central_dp_job_passes_and_its_releases_carry_the_declared_noise(
+        central) -> None:
+    report = _audit(central)
+    assert report.passed, [(c.name, c.evidence) for c in report.checks if not c.passed]
+    assert {c.name for c in report.checks} == FOLDER_CHECKS | {SIGNED, REPLAYED, RELEASED}
+    assert next(c.evidence for c in report.checks if c.name == RELEASED).startswith(
+        "2 central-DP releases within the declared noise of the replayed secure sum's "
+        f"decoding (two-sided chi-square, false alarm {NOISE_FALSE_ALARM:g} per round")
+    for number, (ann, aggregate) in _replayed(central).items():
+        weighted, _ = _stored_release(central, number)
+        # The noise is really there: the release is not the sum's noiseless decoding.
+        assert not np.allclose(weighted, decode_sum(ann, aggregate)[0])
+
+
+def test_fresh_central_noise_draws_pass_and_the_noise_test_is_calibrated(central) -> None:
+    """The coordinator's own central step, drawn afresh 200 times on a real replayed sum:
+    every release passes, and the statistic averages its degrees of freedom (a test whose
+    scale was wrong would either fail honest rounds or pass inflated noise)."""
+    from privacy import RandomSource, WeightedSumCodec
+
+    ann, aggregate = _replayed(central)[1]
+    codec = WeightedSumCodec(ann.encoding, rotation_seed=ann.rotation_seed,
+                             max_weight=ann.max_weight)
+    stats = []
+    for i in range(200):
+        noisy = ann.privacy.central_ring_noise(aggregate, ann.encoding, simulation=True,
+                                               randomness=RandomSource.for_simulation(i))
+        weighted, total = codec.decode(noisy, integer_total=ann.integer_weights)
+        found = compare_release(ann, aggregate, weighted, total)
+        assert found.central and found.bounds[0] < found.statistic < found.bounds[1]
+        stats.append(found.statistic)
+    dof = found.dof
+    assert dof == ann.encoding.dim  # the weighted sum's coordinates and the total weight
+    assert abs(np.mean(stats) - dof) < 6 * np.sqrt(2 * dof / len(stats))
+
+
+def test_planted_release_with_one_coordinate_changed_is_caught(honest, tmp_path,
+                                                               monkeypatch) -> None:
+    """One coordinate of round 2's stored release moved by 1e-6, its digest recomputed: the
+    model moved where the sites' sum did not take it."""
+    copy = _copy(honest, tmp_path)
+
+    def nudge(weighted: np.ndarray, total: float) -> tuple[np.ndarray, float]:
+        weighted[5] += 1e-6
+        return weighted, total
+
+    _rerelease(copy, 2, nudge)
+    details = _release_fails(copy)
+    dim = _stored_release(copy, 2)[0].size
+    assert len(details) == 1 and details[0].startswith(
+        f"round 2 (fit): the stored release is not the replayed secure sum's decoding: 1 of "
+        f"{dim} coordinates differ, by up to 1e-06 (coordinate 5:")
+    assert f"tolerance {RELEASE_TOLERANCE:g} relative" in details[0]
+    # Nothing else can tell: with this check switched off, the changed release passes.
+    monkeypatch.setattr(state_module, "compare_release",
+                        lambda ann, *a: state_module.ReleaseComparison(False, 0.0))
+    assert _audit(copy).passed
+
+
+def test_planted_release_scaled_by_two_is_caught(honest, tmp_path) -> None:
+    copy = _copy(honest, tmp_path)
+    _rerelease(copy, 1, lambda weighted, total: (2 * weighted, 2 * total))
+    details = _release_fails(copy)
+    assert len(details) == 1 and details[0].startswith("round 1 (fit): the stored release is "
+                                                       "not the replayed secure sum's decoding")
+
+
+def test_planted_release_of_another_set_of_sites_is_caught(honest, tmp_path) -> None:
+    """Round 1 summed site-1..3 (site-4 died). The same job run with no site dying announces
+    the very same round (same id, cohort, encoding and rotation seed; the sites encode the
+    same vectors) and releases the sum of all four: that release, stored as honest round 1's
+    with its meta (included: site-1..3) untouched, is a real secure sum, but of another set."""
+    other = deploy(tmp_path / "all", sites=4, rounds=1)
+    a = sqlite3.connect(f"file:{honest}?mode=ro&immutable=1", uri=True)
+    b = sqlite3.connect(f"file:{other}?mode=ro&immutable=1", uri=True)
+    (mine, ours), (theirs, four) = _work(a, 1), _work(b, 1)
+    a.close()
+    b.close()
+    assert mine == theirs and ours.announcement == four.announcement
+    weighted, meta = _stored_release(other, 1)
+    assert meta["included"] == ["site-1", "site-2", "site-3", "site-4"]
+    copy = _copy(honest, tmp_path)
+    assert _stored_release(copy, 1)[1]["included"] == ["site-1", "site-2", "site-3"]
+    _rerelease(copy, 1, lambda *_: (weighted, float(meta["total_weight"])))
+    details = _release_fails(copy)
+    assert len(details) == 1 and details[0].startswith("round 1 (fit): the stored release is "
+                                                       "not the replayed secure sum's decoding")
+
+
+def test_planted_central_release_without_its_noise_is_caught(central, tmp_path) -> None:
+    """Round 2's release replaced by the sum's noiseless decoding: the job still charges,
+    and prints, the central Gaussian's epsilon."""
+    ann, aggregate = _replayed(central)[2]
+    copy = _copy(central, tmp_path)
+    _rerelease(copy, 2, lambda *_: decode_sum(ann, aggregate))
+    details = _release_fails(copy)
+    assert len(details) == 1 and details[0].startswith(
+        "round 2 (fit): the stored release differs from the replayed secure sum's decoding by "
+        "less than the declared central noise")
+    assert details[0].endswith("it is exactly the decoded sum: no noise was added")
+
+
+def test_planted_central_release_with_its_noise_multiplied_by_100_is_caught(central,
+                                                                            tmp_path) -> None:
+    ann, aggregate = _replayed(central)[1]
+    clean, weight = decode_sum(ann, aggregate, integer_total=False)
+    copy = _copy(central, tmp_path)
+    _rerelease(copy, 1, lambda weighted, total: (
+        clean + 100 * (weighted - clean), float(round(weight + 100 * (total - weight)))))
+    details = _release_fails(copy)
+    assert len(details) == 1 and details[0].startswith(
+        "round 1 (fit): the stored release differs from the replayed secure sum's decoding by "
+        "more than the declared central noise")
+
+
+def test_a_release_of_the_wrong_size_or_not_finite_is_a_mismatch(honest) -> None:
+    """Fail closed, at the function's level, on a real replayed sum: a release one coordinate
+    short, or holding a NaN, is never compared coordinate by coordinate and passed."""
+    ann, aggregate = _replayed(honest)[2]
+    weighted, weight = decode_sum(ann, aggregate)
+    assert not compare_release(ann, aggregate, weighted, weight).max_difference
+    with pytest.raises(ReleaseMismatch, match=f"has {weighted.size - 1} coordinates"):
+        compare_release(ann, aggregate, weighted[:-1], weight)
+    weighted[0] = np.nan
+    with pytest.raises(ReleaseMismatch, match="NaN or infinite"):
+        compare_release(ann, aggregate, weighted, weight)
+    with pytest.raises(ReleaseMismatch, match="total weight"):
+        compare_release(ann, aggregate, decode_sum(ann, aggregate)[0], weight + 1.0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(data=st.data())
+def test_any_release_coordinate_moved_past_the_tolerance_fails_and_none_passes(
+        honest, data) -> None:
+    """The property: one coordinate of one round's stored release (or its total weight)
+    moved by more than the tolerance, digest recomputed, always fails the release check and
+    nothing else; the release left alone (re-signed the same) always passes."""
+    number = data.draw(st.sampled_from([1, 2]))
+    dim = _stored_release(honest, number)[0].size
+    move = data.draw(st.none() | st.tuples(st.integers(0, dim), st.floats(-8.0, 2.0),
+                                           st.sampled_from([-1.0, 1.0])))
+
+    def change(weighted: np.ndarray, total: float) -> tuple[np.ndarray, float]:
+        if move is None:
+            return weighted, total
+        at, exponent, sign = move
+        if at == dim:  # the total weight
+            return weighted, total + sign * 10.0 ** exponent * (1.0 + abs(total))
+        weighted[at] += sign * 10.0 ** exponent * (1.0 + abs(weighted[at]))
+        return weighted, total
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "state.sqlite"
+        shutil.copy(honest, copy)
+        _rerelease(copy, number, change)
+        report = audit_run(open_records(copy, roster=roster_from_kit(_kit(honest)),
+                                        ledgers=ledger_files(honest.parent / "kits")))
+    if move is None:
+        assert report.passed, _failed(report)
+    else:
+        failed = _failed(report)
+        assert set(failed) == {RELEASED}
+        assert failed[RELEASED][0].startswith(f"round {number} (fit): the stored ")
 
 
 @settings(max_examples=30, deadline=None)
@@ -466,8 +702,6 @@ def test_the_readers_agree_with_the_contract_and_the_store(honest) -> None:
     assert STATE_SCHEMA == SCHEMA_VERSION
     assert _wire.OUTCOME_ACK == OUTCOME_ACK
     job = Job(dataset="digits")
-    from privacy.audit import state as state_module
-
     assert (state_module._DEFAULT_MODE, state_module._DEFAULT_DELTA,
             state_module._DEFAULT_NAME) == (job.mode.value, job.delta, job.name)
     conn = sqlite3.connect(f"file:{honest}?mode=ro&immutable=1", uri=True)
@@ -477,6 +711,8 @@ def test_the_readers_agree_with_the_contract_and_the_store(honest) -> None:
         assert ours.config == theirs.round_config() and ours.cohort == theirs.cohort
         assert ours.encoding == theirs.encoding and ours.privacy == theirs.privacy
         assert ours.round_number == theirs.request.round_number
+        assert (ours.rotation_seed, ours.max_weight, ours.integer_weights) == (
+            theirs.rotation_seed, theirs.max_weight, theirs.integer_weights)
         o, t = _wire.read_outcome(bytes(outcome)), RoundOutcome.from_bytes(bytes(outcome))
         assert (o.release_id, set(o.included), o.aborted) == (t.release_id, set(t.included),
                                                               t.aborted)

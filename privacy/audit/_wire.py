@@ -5,8 +5,9 @@ The privacy package may not import ``cohort`` (tests/test_import_boundaries.py),
 file stores each round's work (``cohort.contract.RoundWork``: the announcement and the global
 model) and its outcome (``RoundOutcome``) in the contract's framing. This module reads just what
 an audit needs from them — the round's number, task and release id, the cohort in client-id
-order, the mechanism and encoding plan, the secagg parameters, the worst-case charge — and
-builds the privacy and secagg objects itself (``EncodingConfig``, ``RoundPrivacy``,
+order, the mechanism and encoding plan, the secagg parameters, the worst-case charge, and what
+decoding the sum needs (the rotation seed, the weight bound, whether weights are integers) —
+and builds the privacy and secagg objects itself (``EncodingConfig``, ``RoundPrivacy``,
 ``RoundConfig``), which check every field. tests/test_audit_state.py holds these readers to the
 contract's own ``to_bytes`` so the two cannot drift apart.
 
@@ -49,6 +50,10 @@ class Announcement:
     encoding: EncodingConfig
     config: RoundConfig
     charge: dict[str, Any] | None  # the request's worst-case privacy event (its dict form)
+    # What decoding the sum needs besides the encoding (the coordinator's WeightedSumCodec):
+    rotation_seed: bytes  # the public rotation seed, 32 bytes
+    max_weight: float  # the public bound on a site's weight
+    integer_weights: bool  # the total weight is rounded to an integer (sample counts)
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,21 @@ def read_announcement(data: bytes) -> Announcement:
         if isinstance(number, bool) or not isinstance(number, int):
             raise AuditError(f"{what}: request.round_number is not an integer")
         charge = _field(request, "privacy_charge", what)
+        rotation_seed = bytes.fromhex(_field(body, "rotation_seed", what))
+        if len(rotation_seed) != 32:
+            raise AuditError(f"{what}: rotation_seed is not 32 bytes")
+        max_weight = _field(body, "max_weight", what)
+        if isinstance(max_weight, bool) or not isinstance(max_weight, (int, float)) \
+                or not 0 < max_weight < float("inf"):
+            raise AuditError(f"{what}: max_weight is not a positive number")
+        integer_weights = _field(body, "integer_weights", what)
+        if not isinstance(integer_weights, bool):
+            raise AuditError(f"{what}: integer_weights is not a bool")
         return Announcement(round_number=number, task=str(_field(request, "task", what)),
                             release_id=release_id, cohort=cohort, privacy=privacy,
-                            encoding=encoding, config=config, charge=charge)
+                            encoding=encoding, config=config, charge=charge,
+                            rotation_seed=rotation_seed, max_weight=float(max_weight),
+                            integer_weights=integer_weights)
     except AuditError:
         raise
     except (TypeError, ValueError, ArithmeticError) as exc:  # the types' own checks

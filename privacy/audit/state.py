@@ -13,7 +13,12 @@ replay is itself a check (``inbox replays as recorded``): the honest server must
 stored message, close every step with the recorded answers and dropouts, and sum exactly the
 sites the stored outcome names. A coordinator that showed a site another view than the replay's
 is caught by what that site sent back (its signed shares and view signature answer the view it
-was shown).
+was shown). The replayed sum is then decoded as the coordinator decodes it, from the round's
+announcement, and the stored release held to it (``the release is the secure sum``, see
+:mod:`.release`): equal to it, bit for bit, when the coordinator adds no noise (modes none,
+distributed, local), and within the declared noise of it in central DP (a two-sided chi-square
+test; it cannot tell a fair noise draw from a chosen one of the same size). A coordinator that
+applied to its model, and stored, anything else than the sites' secure sum is caught there.
 
 With a roster (``--kit`` / ``--roster``, checked against the CA by :mod:`.roster`), every
 stored envelope is verified under its site's identity key, and in malicious-server rounds the
@@ -40,17 +45,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from secagg import SecAggServer, Stage, envelope
 from secagg.errors import CohortError, InvalidMessage, ProtocolAbort
 from secagg.transcript import Direction, Transcript
 
-from ..errors import AuditError
+from ..errors import AuditError, ReleaseMismatch
 from ._wire import OUTCOME_ACK, Announcement, read_outcome, read_work
 from .records import LedgerBook, RoundFacts, connect_read_only, read_ledgers
+from .release import NOISE_FALSE_ALARM, RELEASE_TOLERANCE, ReleaseComparison, compare_release
 from .report import Check
 from .roster import RosterKeys
 
-__all__ = ["STATE_SCHEMA", "StateFile", "ledger_files", "SIGNED", "REPLAYED"]
+__all__ = ["STATE_SCHEMA", "StateFile", "ledger_files", "SIGNED", "REPLAYED", "RELEASED"]
 
 STATE_SCHEMA = 2
 """The coordinator store's schema version this reader knows (``PRAGMA user_version``; it is
@@ -64,6 +72,7 @@ _DEFAULT_MODE, _DEFAULT_DELTA, _DEFAULT_NAME = "none", 1e-5, "job"
 
 SIGNED = "every stored message signed by its site"
 REPLAYED = "inbox replays as recorded"
+RELEASED = "the release is the secure sum"
 _LEDGER_CHECKS = ("every release charged", "no site over its budget")
 
 
@@ -105,6 +114,7 @@ class _Round:
     announcement: Announcement
     names: dict[int, str]  # the service's client id -> site name
     steps: dict[int, tuple[str, frozenset[int], frozenset[int]]]  # step -> stage, answered, silent
+    release: tuple[bytes, dict[str, Any] | None] | None  # stored bytes and meta (None: unread)
 
 
 @dataclass
@@ -113,6 +123,9 @@ class _Analysis:
     problems: list[str] = field(default_factory=list)
     unsigned: list[str] = field(default_factory=list)
     replay: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    compared: list[ReleaseComparison] = field(default_factory=list)
+    reached: bool = False  # the replay reached a sum to hold the stored release to
     messages: int = 0
     verified: int = 0
 
@@ -218,7 +231,7 @@ class StateFile:
                 if parsed is not None and not aborted else ())
             if not set(included) <= set(ann.cohort):
                 problems.append(f"{label}: the outcome names sites outside the cohort")
-            event = self._release(round_id, label, included, aborted, ended)
+            event, release = self._release(round_id, label, included, aborted, ended)
             if ended:
                 told = tuple(names.get(int(c), f"client {c}") for c, in conn.execute(
                     "SELECT site FROM messages WHERE round_id = ? AND stage = 'outcome' "
@@ -227,7 +240,7 @@ class StateFile:
                      for s, st, a, q in conn.execute(
                          "SELECT step, stage, answered, silent FROM steps WHERE round_id = ?",
                          (round_id,))}
-            self._meta[number] = _Round(round_id, ann, names, steps)
+            self._meta[number] = _Round(round_id, ann, names, steps, release)
             enc = ann.encoding
             self._rounds.append(RoundFacts(
                 round=number, task=ann.task, release_id=round_id.hex(), config=ann.config,
@@ -238,14 +251,17 @@ class StateFile:
                 ended=ended, told=told))
 
     def _release(self, round_id: bytes, label: str, included: tuple[str, ...], aborted: bool,
-                 ended: bool) -> dict[str, Any] | None:
-        """The stored release's event, checked against its digest and the outcome."""
+                 ended: bool) -> tuple[dict[str, Any] | None,
+                                   tuple[bytes, dict[str, Any] | None] | None]:
+        """The stored release's event, checked against its digest and the outcome, and the
+        release itself (its bytes and meta, None for meta that cannot be read) for the
+        replay to be held to."""
         row = self._conn.execute("SELECT aggregate, meta, sha256 FROM releases WHERE "
                                  "round_id = ?", (round_id,)).fetchone()
         if row is None:
             if ended and not aborted:
                 self._problems.append(f"{label}: a sum was announced but no release is stored")
-            return None
+            return None, None
         aggregate, text, digest = bytes(row[0]), row[1], bytes(row[2])
         if hashlib.sha256(aggregate + text.encode()).digest() != digest:
             self._problems.append(f"{label}: the stored release does not match its digest")
@@ -255,13 +271,13 @@ class StateFile:
             summed = tuple(meta["included"])
         except (KeyError, TypeError, ValueError) as exc:
             self._problems.append(f"{label}: the stored release cannot be read ({exc})")
-            return None
+            return None, (aggregate, None)
         if aborted:
             self._problems.append(f"{label}: a release is stored for a round that aborted")
         elif set(summed) != set(included):
             self._problems.append(f"{label}: the release sums {sorted(summed)}, the outcome "
                                   f"names {sorted(included)}")
-        return event
+        return event, (aggregate, meta if isinstance(meta, dict) else None)
 
     def _read_checkpoints(self) -> list[dict[str, Any]]:
         out = []
@@ -377,6 +393,9 @@ class StateFile:
                                             f"{site.name}'s identity key")
             bodies.setdefault(row.step, []).append((row, body))
         self._replay(facts, meta, bodies, out)
+        if meta.release is not None and not out.reached:
+            out.released.append(f"{label}: a release is stored, but the replayed inbox "
+                                "reaches no secure sum it could be the release of")
         if not keep:
             out.transcript = None
         self._analyses[facts.round] = out
@@ -461,6 +480,7 @@ class StateFile:
                     for party, data in sorted(sent.items()):
                         transcript.record(following, Direction.FROM_SERVER, party, data)
                     continue
+                self._compare(facts, meta, server.result.aggregate, out)
                 summed = sorted(cohort[c] for c in server.result.included)
                 if facts.aborted or summed != sorted(facts.included):
                     stored = "an abort" if facts.aborted else sorted(facts.included)
@@ -473,6 +493,30 @@ class StateFile:
         if bodies:
             bad.append(f"{label}: messages stored at step(s) {sorted(bodies)}, past where the "
                        "round's replay ends")
+
+    def _compare(self, facts: RoundFacts, meta: _Round, aggregate: np.ndarray,
+                 out: _Analysis) -> None:
+        """The stored release held to the replayed server's sum (``.release``): decoded as the
+        coordinator decodes it, equal to it, or within the declared central noise of it."""
+        out.reached = True
+        if meta.release is None:
+            return  # nothing released: a missing release is reported with the records
+        blob, info = meta.release
+        try:
+            if info is None:
+                raise ReleaseMismatch("the stored release cannot be read, so it cannot be held "
+                                      "to the replayed secure sum")
+            if len(blob) % 8:
+                raise ReleaseMismatch(f"the stored release is {len(blob)} bytes, not a vector "
+                                      "of float64s")
+            total = float(info["total_weight"])
+            out.compared.append(compare_release(meta.announcement, aggregate,
+                                                np.frombuffer(blob, dtype="<f8"), total))
+        except ReleaseMismatch as exc:
+            out.released.append(f"{facts.label}: {exc}")
+        except (KeyError, TypeError, ValueError, CohortError) as exc:  # fail closed
+            out.released.append(f"{facts.label}: the stored release cannot be held to the "
+                                f"replayed secure sum ({type(exc).__name__}: {exc})")
 
     # -- RunRecords ----------------------------------------------------------------------------
     @property
@@ -563,6 +607,28 @@ class StateFile:
             else replay[0], replay,
             defect="a state file an honest server could not have produced: a message altered "
                    "or injected, a step or an outcome rewritten"))
+        released = [d for a in analyses for d in a.released]
+        compared = [c for a in analyses for c in a.compared]
+        exact = [c for c in compared if not c.central]
+        noisy = [c for c in compared if c.central]
+        found = []
+        if exact:
+            found.append(f"{len(exact)} stored releases equal to the replayed secure sum's "
+                         "decoding (largest difference "
+                         f"{max(c.max_difference for c in exact):.3g}, tolerance "
+                         f"{RELEASE_TOLERANCE:g})")
+        if noisy:
+            found.append(f"{len(noisy)} central-DP releases within the declared noise of the "
+                         "replayed secure sum's decoding (two-sided chi-square, false alarm "
+                         f"{NOISE_FALSE_ALARM:g} per round; it cannot tell a fair noise draw "
+                         "from a chosen one of the same size)")
+        checks.append(Check(
+            RELEASED, not released and bool(analyses),
+            ("; ".join(found) or "no round released a sum") if not released else released[0],
+            released,
+            defect="a release that is not the secure sum the sites' messages produce: altered, "
+                   "scaled, the sum of other sites, or its central noise left out or "
+                   "inflated"))
         return checks
 
     def problems(self) -> list[str]:
