@@ -363,8 +363,11 @@ def test_planted_noise_off_while_epsilon_is_claimed_is_caught(honest, tmp_path) 
     conn.commit()
     conn.close()
     failed = _failed(_audit(copy))
-    assert set(failed) == {"noise summed vs planned"}
+    # The release's Skellam event is not one a noiseless announcement makes: the release check
+    # fails too.
+    assert set(failed) == {"noise summed vs planned", RELEASED}
     assert any("round 2" in d and "summed 0" in d for d in failed["noise summed vs planned"])
+    assert any("round 2" in d and "make no event" in d for d in failed[RELEASED]), failed
 
 
 # -- the release is the secure sum --------------------------------------------------------------
@@ -745,3 +748,50 @@ def test_a_simulation_folder_takes_no_state_file_flags(tmp_path) -> None:
 def test_a_state_file_reads_as_state(honest) -> None:
     assert isinstance(open_records(honest.parent), StateFile)
     assert isinstance(open_records(honest), StateFile)
+
+
+def _recharge(state: Path, number: int, change: Callable[[dict], dict | None]) -> None:
+    """Replace round ``number``'s stored privacy event by ``change(event)``, the release's
+    digest recomputed as the store computes it, so only the release check can catch it."""
+    weighted, meta = _stored_release(state, number)
+    event = None if meta["event"] is None else json.loads(meta["event"])
+    changed = change(event)
+    meta["event"] = None if changed is None else json.dumps(changed, sort_keys=True,
+                                                            separators=(",", ":"))
+    blob = np.ascontiguousarray(weighted, dtype="<f8").tobytes()
+    text = json.dumps(meta, sort_keys=True)
+    conn = sqlite3.connect(state)
+    round_id, _ = _work(conn, number)
+    conn.execute("UPDATE releases SET meta = ?, sha256 = ? WHERE round_id = ?",
+                 (text, hashlib.sha256(blob + text.encode()).digest(), round_id))
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize("plant", ["more noise", "more clients", "no event"])
+def test_planted_release_charging_another_event_than_announced_is_caught(
+        honest, tmp_path, plant) -> None:
+    """Round 1's stored event claims twice the announced noise, or noise summed over more
+    sites than were summed, or no event at all: each would understate epsilon, and each is
+    caught by the release check even without the sites' ledgers."""
+    def change(event: dict) -> dict | None:
+        assert event is not None and event["kind"] in ("discrete_gaussian", "skellam")
+        event = dict(event)
+        if plant == "no event":
+            return None
+        if plant == "more noise":
+            key = "local_variance" if event["kind"] == "discrete_gaussian" else "variance"
+            event[key] *= 2
+        elif event["kind"] == "discrete_gaussian":
+            event["num_clients"] += 1
+        else:
+            event["variance"] *= 4 / 3
+        return event
+
+    copy = _copy(honest, tmp_path)
+    _recharge(copy, 1, change)
+    report = _audit(copy)
+    failed = _failed(report)
+    assert RELEASED in failed
+    assert any("round 1" in d and "make the event" in d for d in failed[RELEASED]), failed
+

@@ -18,7 +18,9 @@ announcement, and the stored release held to it (``the release is the secure sum
 :mod:`.release`): equal to it, bit for bit, when the coordinator adds no noise (modes none,
 distributed, local), and within the declared noise of it in central DP (a two-sided chi-square
 test; it cannot tell a fair noise draw from a chosen one of the same size). A coordinator that
-applied to its model, and stored, anything else than the sites' secure sum is caught there.
+applied to its model, and stored, anything else than the sites' secure sum is caught there, and
+so is a release whose privacy event is not the one its announcement and its number of summed
+sites determine (an event claiming more noise than was announced would understate epsilon).
 
 With a roster (``--kit`` / ``--roster``, checked against the CA by :mod:`.roster`), every
 stored envelope is verified under its site's identity key, and in malicious-server rounds the
@@ -52,6 +54,7 @@ from secagg.errors import CohortError, InvalidMessage, ProtocolAbort
 from secagg.transcript import Direction, Transcript
 
 from ..errors import AuditError, ReleaseMismatch
+from ..events import event_to_dict
 from ._wire import OUTCOME_ACK, Announcement, read_outcome, read_work
 from .records import LedgerBook, RoundFacts, connect_read_only, read_ledgers
 from .release import NOISE_FALSE_ALARM, RELEASE_TOLERANCE, ReleaseComparison, compare_release
@@ -512,6 +515,21 @@ class StateFile:
             total = float(info["total_weight"])
             out.compared.append(compare_release(meta.announcement, aggregate,
                                                 np.frombuffer(blob, dtype="<f8"), total))
+            # The event charged for the release is the one the announcement (which every site
+            # checked before it took part) and the number summed determine: an event claiming
+            # more noise than that would understate epsilon, with or without ledgers to hand.
+            ann = meta.announcement
+            try:
+                owed = ann.privacy.event(ann.encoding, survivors=len(facts.included))
+                owed = None if owed is None else event_to_dict(owed)
+            except CohortError as exc:  # an announcement that makes no event at all
+                raise ReleaseMismatch(
+                    f"the stored release charges {facts.event}; its announcement and its "
+                    f"{len(facts.included)} summed sites make no event ({exc})") from None
+            if facts.event != owed:
+                raise ReleaseMismatch(
+                    f"the stored release charges {facts.event}; its announcement and its "
+                    f"{len(facts.included)} summed sites make the event {owed}")
         except ReleaseMismatch as exc:
             out.released.append(f"{facts.label}: {exc}")
         except (KeyError, TypeError, ValueError, CohortError) as exc:  # fail closed
