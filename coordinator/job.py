@@ -51,6 +51,15 @@ log = logging.getLogger("cohort.job")
 OUTCOME_STAGE = "outcome"
 ACK = OUTCOME_ACK
 _ACK_LIMIT = 64
+# A site silent at the step where a round aborted sits out the next 1, 2, 4, ... rounds (up to
+# this many), its count reset by a round it completes: one corrupt site that withholds its graph
+# nonce (which aborts a round visibly, by design: secagg.graph) then costs the job one round in
+# two, then fewer, instead of every round. An honest site that crashed there is benched as well,
+# for as long; it is back once its bench is over.
+_MAX_BENCH = 8
+# Test-only knob (CONVENTIONS 12): True plants a runner that never benches anyone, so one site
+# that withholds its nonce aborts every round (tests/test_net_job.py must catch it).
+_PLANT_NO_BENCH = False
 
 
 class AggregationHost:
@@ -196,6 +205,8 @@ class JobRunner:
         self.stop = stop or threading.Event()
         self.accountant = RoundAccountant()
         self._gone: dict[int, float] = {}  # a round's dropouts -> when that round ended
+        self._strikes: dict[int, int] = {}  # aborts a site was silent at, since it last summed
+        self._benched: dict[int, int] = {}  # a site -> the last round it sits out
         hyper: dict[str, float] = {} if job.server_lr is None else {"eta": job.server_lr}
         if job.strategy.value == "fedprox":
             hyper["mu"] = job.training.prox_mu
@@ -285,6 +296,32 @@ class JobRunner:
         return sorted(c for c in self.sites if now - seen.get(c, -1e18) <= within
                       and seen.get(c, -1e18) > self._gone.get(c, -1e18))
 
+    def _unbenched(self, r: int, fresh: list[int]) -> list[int]:
+        """``fresh`` less the sites benched for round ``r`` (see ``_MAX_BENCH``); all of
+        ``fresh`` if benching would leave fewer than two, since a round needs two."""
+        playing = [c for c in fresh if self._benched.get(c, 0) < r]
+        benched = sorted(set(fresh) - set(playing))
+        if benched and len(playing) >= 2:
+            event(log, logging.WARNING, "sites_benched", "round %d without %s: silent when an "
+                  "earlier round aborted", r, ", ".join(self.sites[c] for c in benched),
+                  round=r, sites=[self.sites[c] for c in benched])
+            return playing
+        return fresh
+
+    def _bench(self, r: int, session, summed: frozenset[int] | None) -> None:
+        """After round ``r``: who was silent where it aborted sits out; who summed is clear."""
+        if summed is not None:
+            for c in summed:
+                self._strikes.pop(c, None)
+            return
+        # The step whose close aborted the secure sum: the last before the outcome's.
+        steps = [h for h in session.history if h.stage != OUTCOME_STAGE]
+        if _PLANT_NO_BENCH or not steps:
+            return
+        for c in steps[-1].silent:
+            strikes = self._strikes[c] = self._strikes.get(c, 0) + 1
+            self._benched[c] = r + min(2 ** (strikes - 1), _MAX_BENCH)
+
     def wait_for_sites(self) -> list[int]:
         want = self.job.min_sites or len(self.sites)
         until = time.monotonic() + self.job.join_timeout
@@ -323,7 +360,7 @@ class JobRunner:
                     if self.on_round is not None:
                         self.on_round(metrics)
                     continue
-                cohort = self._fresh(stale)
+                cohort = self._unbenched(r, self._fresh(stale))
                 if len(cohort) < 2:
                     result.stopped = f"stopped before round {r}: fewer than 2 sites connected"
                     break
@@ -402,6 +439,9 @@ class JobRunner:
         ended = time.monotonic()
         for c in session.dropouts:
             self._gone[c] = ended
+        ids = {name: c for c, name in names.items()}
+        self._bench(r, session, None if host.result is None
+                    else frozenset(ids[name] for name in host.result.included))
         dropouts = sorted(names[c] for c in session.dropouts)
         note = None
         participants = 0

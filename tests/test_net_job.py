@@ -235,6 +235,55 @@ def test_a_site_dying_mid_round_is_a_dropout_and_the_job_goes_on(pki, tmp_path) 
         assert [e.included for e in workers[c].log] == [True, True]
 
 
+def _withholds_its_nonce(begin):
+    """A corrupt site: it advertises its keys every round, then never opens its graph nonce
+    (the reveal step gets nothing from it), and keeps polling for the next round."""
+    def make(round_id, body):
+        inner = begin(round_id, body)
+
+        class Withholding:
+            calls = 0
+
+            def start(self):
+                return inner.start()
+
+            def on_message(self, data):
+                self.calls += 1
+                return None if self.calls == 1 else inner.on_message(data)
+
+            def __getattr__(self, name):
+                return getattr(inner, name)
+
+        return Withholding()
+
+    return make
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_a_site_that_withholds_its_nonce_sits_out_and_the_job_goes_on(pki, tmp_path,
+                                                                      monkeypatch,
+                                                                      planted) -> None:
+    """A withheld graph nonce aborts its round (by design: the graph's seed needs every
+    roster member's nonce, or the server could grind it). The site silent where the round
+    aborted sits out the next round, then two, ...: with one corrupt site of four, every other
+    round completes over the three honest ones, and after its second abort it sits out two.
+    Planted: a runner that benches nobody. The site is then asked again as soon as it has
+    polled since its last abort (the job's rule for dropouts), so it aborts at least every
+    other round: three of five."""
+    import coordinator.job as job_module
+
+    monkeypatch.setattr(job_module, "_PLANT_NO_BENCH", planted)
+    job = _job(rounds=5, stage_timeout=2.0, min_sites=4)
+    result, *_ = _run(pki, tmp_path, job, n=4, wrap={4: _withholds_its_nonce})
+    aborted = [m.aborted for m in result.rounds]
+    if planted:
+        assert sum(aborted) >= 3, aborted
+    else:
+        assert aborted == [True, False, True, False, False], result.rounds
+        assert [m.planned for m in result.rounds] == [4, 3, 4, 3, 3]
+        assert [m.participants for m in result.rounds] == [0, 3, 0, 3, 3]
+
+
 def test_round_work_round_trips() -> None:
     from coordinator.aggregation import AggregationRound
     from coordinator.sum_config import SecureSumConfig
