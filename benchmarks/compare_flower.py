@@ -13,7 +13,9 @@ degree k, threshold t, dropout fraction, modulus 2^b) and compares their figures
   --dropout D --modulus-bits B --json`` with this interpreter, from the repository root.
 
 Both print one JSON object. ``client_seconds`` is the mean compute per client over the whole
-round and ``server_seconds`` the total server compute for the round, unmasking included. The
+round (for Cohort, ``client_seconds_alone``: the one simulated client that shares none of the
+broadcast checks the bench's clients of one process share, as each Flower client does its own)
+and ``server_seconds`` the total server compute for the round, unmasking included. The
 script prints a table with both and the ratios Flower/Cohort (above 1: Flower is slower), or
 with ``--json`` one object ``{"config", "flower", "cohort", "ratios", "mismatches"}``.
 ``--cohort-json FILE`` / ``--flower-json FILE`` read a saved result instead of running that side.
@@ -224,13 +226,21 @@ def _ratio(a: Any, b: Any) -> float | None:
         return None
 
 
+def cohort_client_seconds(cohort: dict[str, Any]) -> float:
+    """Cohort's compute per client to hold against Flower's: ``client_seconds_alone``, the
+    one simulated client that shares no check of the broadcasts with the others (the bench's
+    clients share a process, and its other clients reuse those checks; each of Flower's does
+    its own), or ``client_seconds`` from a bench too old to report it."""
+    return cohort.get("client_seconds_alone") or cohort["client_seconds"]
+
+
 def compare(
     flower: dict[str, Any], cohort: dict[str, Any], *, modulus_bits: int
 ) -> tuple[dict[str, float | None], list[str]]:
     """Ratios Flower/Cohort and the ways in which the two rounds differ."""
     ratios = {
         "server_seconds": _ratio(flower["server_seconds"], cohort["server_seconds"]),
-        "client_seconds": _ratio(flower["client_seconds"], cohort["client_seconds"]),
+        "client_seconds": _ratio(flower["client_seconds"], cohort_client_seconds(cohort)),
         "upload_bytes_per_client": _ratio(
             flower.get("upload_bytes_per_client"), cohort["upload_bytes_per_client"]
         ),
@@ -286,7 +296,7 @@ def print_table(
         ("threshold", flower["threshold"], cohort["threshold"], None, ""),
         ("dropout", flower["dropout"], cohort["dropout"], None, ""),
         ("modulus bits", flower["modulus_bits"], cohort.get("modulus_bits"), None, ""),
-        ("client s / client", flower["client_seconds"], cohort["client_seconds"],
+        ("client s / client", flower["client_seconds"], cohort_client_seconds(cohort),
          ratios["client_seconds"], "s"),
         ("server s / round", flower["server_seconds"], cohort["server_seconds"],
          ratios["server_seconds"], "s"),

@@ -214,7 +214,9 @@ Examples:
 Prints one JSON object (--json) or a two-column table on stdout: clients, dim, neighbors,
 threshold, dropout, client_seconds, server_seconds, upload_bytes_per_client, expansion,
 prg_floor_seconds, server_stage_seconds (reveal_nonces is the graph-nonce step), correct,
-...; writes no files. Exits 1 if the sum was wrong.
+...; writes no files. Exits 1 if the sum was wrong. The simulated clients share one process
+and the checks of identical broadcasts (roster, nonces, views, signatures): client_seconds is
+their mean; client_seconds_alone is one client that shared none, what a lone site pays.
 
 {EXIT_CODES_HELP}""")
 @click.option("--clients", type=Integer(min=2), default=100, help="Number of clients n.")

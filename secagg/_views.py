@@ -20,14 +20,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from typing import TypeVar
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from . import _testing
+from .errors import InvalidMessage
+from .hazmat import crypto
 from .config import RoundConfig
 from .graph import graph_seed, nonce_commitments, ring_order, roster_graph_seed
 from .messages import ConsistencyRequest, Kind, Nonces, Roster, RosterEntry, UnmaskRequest, \
     decode
 
 __all__ = ["RosterView", "GraphView", "SurvivorView", "roster_view", "graph_view",
-           "survivor_view"]
+           "survivor_view", "signature_holds", "forget"]
 
 _T = TypeVar("_T")
 
@@ -38,6 +42,9 @@ class _Memo:
     def __init__(self, size: int) -> None:
         self._size = size
         self._items: OrderedDict[Hashable, object] = OrderedDict()
+
+    def clear(self) -> None:
+        self._items.clear()
 
     def get(self, key: Hashable, make: Callable[[], _T]) -> _T:
         try:
@@ -152,3 +159,55 @@ def survivor_view(config: RoundConfig, kind: Kind, message: bytes,
     message = _key(message)
     return _views.get((config.tag, kind, message, unadvertised),
                       lambda: SurvivorView(config, kind, message, unadvertised))
+
+
+# Malicious-server mode: every client checks every roster entry's signature and every view
+# signature it is shown, O(n) Ed25519 verifications per client and O(n^2) for a process that
+# runs a whole cohort. A verification is a pure function of (public key bytes, signature,
+# purpose, payload), so its result is memoised on exactly those bytes: two clients share a
+# result only when the same key vouched for the same bytes with the same signature. A key
+# object is immutable, so its raw bytes are cached by identity, holding the object so that its
+# id cannot be reused while the entry lives.
+_raw_keys: OrderedDict[int, tuple[Ed25519PublicKey, bytes]] = OrderedDict()
+_verdicts: OrderedDict[tuple[bytes, bytes, bytes, bytes], bool] = OrderedDict()
+_RAW_KEYS = 1 << 15
+_VERDICTS = 1 << 17
+
+
+def _raw(public: Ed25519PublicKey) -> bytes:
+    held = _raw_keys.get(id(public))
+    if held is not None and held[0] is public:
+        return held[1]
+    raw = crypto.public_bytes(public)
+    _raw_keys[id(public)] = (public, raw)
+    if len(_raw_keys) > _RAW_KEYS:
+        _raw_keys.popitem(last=False)
+    return raw
+
+
+def signature_holds(public: Ed25519PublicKey, signature: bytes, purpose: bytes,
+                    payload: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s signature of ``payload`` for ``purpose``
+    (:func:`secagg.hazmat.crypto.verify`), computed once per process for the same bytes."""
+    key = (b"" if _testing.planted("signature_memo_ignores_key") else _raw(public),
+           bytes(signature), purpose, bytes(payload))
+    verdict = _verdicts.get(key)
+    if verdict is None:
+        try:
+            crypto.verify(public, signature, purpose, payload)
+            verdict = True
+        except InvalidMessage:
+            verdict = False
+        _verdicts[key] = verdict
+        if len(_verdicts) > _VERDICTS:
+            _verdicts.popitem(last=False)
+    return verdict
+
+
+def forget() -> None:
+    """Drop every shared result, so the next client computes all of it itself (the bench
+    times one client so, to report what a site that shares no process pays)."""
+    for memo in (_rosters, _graphs, _views):
+        memo.clear()
+    _verdicts.clear()
+    _raw_keys.clear()

@@ -242,15 +242,12 @@ class SecAggClient:
         if config.malicious:
             for e in roster.entries:
                 public = self._directory.get(e.client)
-                try:
-                    if public is None or e.signature is None:
-                        raise InvalidMessage("signature check failed")
-                    crypto.verify(public, e.signature, b"advertise",
-                                  advertise_payload(config, e.client, e.channel_key, e.mask_key,
-                                                    e.commitment))
-                except InvalidMessage:
+                if public is None or e.signature is None or not _views.signature_holds(
+                        public, e.signature, b"advertise",
+                        advertise_payload(config, e.client, e.channel_key, e.mask_key,
+                                          e.commitment)):
                     raise self._abort("a roster entry is not signed by its client's identity",
-                                      Stage.SHARE_KEYS) from None
+                                      Stage.SHARE_KEYS)
         if view.repeats_key:
             raise self._abort("the roster repeats a public key", Stage.SHARE_KEYS)
         # The checked view is shared with every client of this process that got the same
@@ -449,13 +446,9 @@ class SecAggClient:
             signers = set()
             for signer, signature in request.signatures:
                 public = self._directory.get(signer)
-                try:
-                    if public is None or signer not in survivors:
-                        raise InvalidMessage("signature check failed")
-                    crypto.verify(public, signature, b"consistency", payload)
-                except InvalidMessage:
-                    raise self._abort("a survivor-list signature is invalid",
-                                      Stage.UNMASK) from None
+                if public is None or signer not in survivors or not _views.signature_holds(
+                        public, signature, b"consistency", payload):
+                    raise self._abort("a survivor-list signature is invalid", Stage.UNMASK)
                 signers.add(signer)
             if len(signers) < config.signature_quorum:
                 raise self._abort(f"only {len(signers)} clients signed this view; "

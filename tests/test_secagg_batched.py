@@ -545,3 +545,43 @@ def test_round_mask_keys_equal_the_per_key_derivation(tag, ikm, a, b):
     keys = crypto.MaskKeys(tag)
     assert keys.pairwise(ikm, a, b) == crypto.pairwise_mask_key(ikm, tag, a, b)
     assert keys.self_mask(ikm, a) == crypto.self_mask_key(ikm, tag, a)
+
+
+@pytest.mark.parametrize("planted", [False, True])
+def test_a_signature_check_shared_by_the_process_is_keyed_by_the_key(planted):
+    """Malicious-server mode: clients of one process share each Ed25519 verification
+    (secagg._views.signature_holds), keyed by the key, signature and signed bytes. A client
+    whose directory holds another key for a roster member must refuse the roster that the
+    other clients, with the true key, accepted. Planted: a memo that forgets the key, so the
+    first client's verdict passes the second."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from secagg import _testing
+    from secagg.params import DEFAULT_CORRUPT_RATE, choose_parameters
+
+    n = 6
+    params = choose_parameters(n, dropout_rate=0.1, corrupt_rate=DEFAULT_CORRUPT_RATE,
+                               malicious=True)
+    config = RoundConfig(round_id=bytes(range(16)) + bytes(16), clients=tuple(range(n)),
+                         dim=DIM, modulus_bits=BITS, neighbors=params.neighbors,
+                         threshold=params.threshold, malicious=True,
+                         corrupt_rate=DEFAULT_CORRUPT_RATE, dropout_rate=0.1)
+    identities = {c: Ed25519PrivateKey.generate() for c in range(n)}
+    directory = {c: k.public_key() for c, k in identities.items()}
+    wrong = dict(directory)
+    wrong[3] = Ed25519PrivateKey.generate().public_key()  # not the key site 3 signed with
+    clients = {c: SecAggClient(c, config, identity=identities[c],
+                               directory=wrong if c == 1 else directory) for c in range(n)}
+    server = SecAggServer(config, directory=directory)
+    for c, client in clients.items():
+        server.receive(client.advertise_keys(), sender=c)
+    rosters = server.close_stage()
+    assert len(set(rosters.values())) == 1  # one roster, the same bytes for everyone
+    with _testing.plant(*(["signature_memo_ignores_key"] if planted else [])):
+        clients[0].reveal_nonce(rosters[0])  # the true key: accepted (and remembered)
+        if planted:
+            clients[1].reveal_nonce(rosters[1])  # the forgotten key lets it through
+        else:
+            with pytest.raises(ProtocolAbort, match="not signed by its client's identity"):
+                clients[1].reveal_nonce(rosters[1])
+        clients[2].reveal_nonce(rosters[2])
