@@ -94,12 +94,17 @@ def _body(sealed: bytes) -> bytes:
     return bytes(envelope.parse(sealed).body)
 
 
-def _run(config, inputs, store_path, *, crash_at=None, silent_site=None, silent_step=None):
+def _run(config, inputs, store_path, *, crash_at=None, silent_site=None, silent_step=None,
+         revoke=False):
     """Run the round; at ``crash_at`` = (step, k) drop the session after k of that step's
-    messages and rebuild it from the store. Returns the server's result."""
+    messages and rebuild it from the store. A step left waiting for the silent site closes on
+    its deadline, or, with ``revoke``, once the site is revoked (no clock moves). Returns the
+    server's result."""
     clock = Clock()
+    revoked: set[int] = set()
+    excluded = lambda: frozenset(revoked)  # noqa: E731
     store = CoordinatorStore(store_path)
-    session = _session(config, store, clock)
+    session = _session(config, store, clock, excluded=excluded)
     sites = Sites(config, inputs)
     crashed = False
     for _ in range(40):
@@ -113,13 +118,16 @@ def _run(config, inputs, store_path, *, crash_at=None, silent_site=None, silent_
                 crashed = True
                 store.close()
                 store = CoordinatorStore(store_path)
-                session = _session(config, store, clock)
+                session = _session(config, store, clock, excluded=excluded)
                 session.replay(_body)
                 if session.step != step or session.state is not RoundState.OPEN:
                     break
             sites.send(session, c)
         if session.state is RoundState.OPEN and session.step == step:
-            clock.now += 11.0  # the silent site's deadline passes
+            if revoke:
+                revoked |= silent  # the consortium revokes the silent site
+            else:
+                clock.now += 11.0  # the silent site's deadline passes
             session.tick()
     snapshot = session.snapshot()
     store.close()
@@ -134,15 +142,21 @@ def _expected(inputs, included):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                  HealthCheck.function_scoped_fixture])
 @given(step=st.integers(0, 5), k=st.integers(0, 4), silent=st.sampled_from([None, 2, 5]),
-       silent_step=st.integers(2, 4))  # a silent reveal (step 1) aborts, by design
+       silent_step=st.integers(2, 4),  # a silent reveal (step 1) aborts, by design
+       revoke=st.booleans())
 def test_a_round_rebuilt_from_its_inbox_anywhere_finishes_with_the_same_sum(
-        tmp_path_factory, step, k, silent, silent_step) -> None:
+        tmp_path_factory, step, k, silent, silent_step, revoke) -> None:
+    """A crash anywhere, with or without a site that falls silent; its step closes on the
+    deadline or, when the site is revoked, at once: the rebuilt round finishes with the same
+    sum, and a revoked site never makes the round wait for a deadline."""
     config = round_config(5, 16)
     inputs = inputs_for(config, 3)
     path = tmp_path_factory.mktemp("s") / "state.sqlite"
     result, session = _run(config, inputs, path, crash_at=(step, k), silent_site=silent,
-                           silent_step=silent_step if silent else None)
+                           silent_step=silent_step if silent else None, revoke=revoke)
     assert np.array_equal(result.aggregate, _expected(inputs, result.included))
+    if revoke:
+        assert session.clock.now == 0.0  # no deadline was ever reached
     if silent is not None and silent_step <= 3:  # silent before its masked input
         assert silent not in result.included
     with CoordinatorStore(path) as store:
