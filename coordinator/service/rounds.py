@@ -101,9 +101,6 @@ class StoredStep:
     stage: str
     answered: frozenset[int]
     silent: frozenset[int]
-    reason: str = "answered"
-    """Why it closed: "answered" (no site left to wait for), "deadline", "revoked" (every site
-    left was revoked) or "replayed" (rebuilt from the inbox after a restart)."""
 
 
 class MemoryInbox:
@@ -265,10 +262,9 @@ class RoundSession:
             if not _PLANT_STORE_BEFORE_CHECK:
                 self.inbox.put(round_id, step, stage, site, envelope, digest)
             self._answered.add(site)
-            if not self.host.pending():
-                self._close()
-            elif self._only_excluded_pending():
-                self._close(reason="revoked")
+            reason = self._closable()
+            if reason is not None:
+                self._close(reason=reason)
             return Outcome.ACCEPTED
 
     def tick(self) -> None:
@@ -277,16 +273,19 @@ class RoundSession:
         with self._lock:
             if self.state is not RoundState.OPEN:
                 return
-            if self.clock() >= self.deadline:
-                self._close(reason="deadline")
-            elif self._only_excluded_pending():
-                self._close(reason="revoked")
+            reason = "deadline" if self.clock() >= self.deadline else self._closable()
+            if reason is not None:
+                self._close(reason=reason)
 
-    def _only_excluded_pending(self) -> bool:
-        if _PLANT_WAIT_FOR_REVOKED:
-            return False
+    def _closable(self) -> str | None:
+        """Why the open step can close now without its deadline: "answered" (nobody left to
+        wait for), "revoked" (everybody left is revoked), or None."""
         pending = self.host.pending()
-        return bool(pending) and frozenset(pending) <= self.excluded()
+        if not pending:
+            return "answered"
+        if not _PLANT_WAIT_FOR_REVOKED and frozenset(pending) <= self.excluded():
+            return "revoked"
+        return None
 
     # -- a restart --------------------------------------------------------------------------
     def replay(self, body_of: Callable[[bytes], bytes]) -> int:
