@@ -120,18 +120,10 @@ def _weights(xs: tuple[int, ...]) -> list[int]:
     w_i = K! * prod_{m in M}(m - x_i) / (prod(M) * x_i * prod_{j in 1..K, j != x_i}(j - x_i)),
     so a set costs |M| small multiplications per weight instead of a product over all of xs.
     """
-    top = max(xs)
-    # Only worth it (and only bounded in memory) when xs are dense small ranks.
-    if top > 4096 or top > 2 * len(xs):
-        return lagrange_weights_at_zero(xs)
-    present = set(xs)
-    missing = [m for m in range(1, top + 1) if m not in present]
-    top_fact, inv_i_full, inv_small = _dense_tables(top)
-    scale = top_fact
-    for m in missing:
-        scale = scale * inv_small[m - 1] % PRIME
-    return [scale * math.prod([m - x for m in missing]) % PRIME * inv_i_full[x - 1] % PRIME
-            for x in xs]
+    scale, small, full = _dense_parts(xs)
+    if small is None:
+        return [scale * f % PRIME for f in full] if scale != 1 else list(full)
+    return [scale * m % PRIME * f % PRIME for m, f in zip(small, full)]
 
 
 def reconstruct_many(point_sets: Sequence[Iterable[tuple[int, int]]],
@@ -229,8 +221,10 @@ def _dense_parts(xs: tuple[int, ...]) -> tuple[int, list[int] | None, list[int]]
     (see :func:`_weights`): ``full_i`` from the shared table for 1..max(xs), ``small_i`` the
     product of (m - x_i) over the ranks m missing from xs (None when none is missing), and one
     ``scale``. A new set of ranks then costs a few small-integer products, not t modular
-    multiplications; each secret pays t cheap small multiplications more."""
-    top = xs[-1]
+    multiplications; each secret pays t cheap small multiplications more. ``xs`` need not be
+    sorted; the parts are in its order."""
+    top = max(xs)
+    # Only worth it (and only bounded in memory) when xs are dense small ranks.
     if top > 4096 or top > 2 * len(xs):
         return 1, None, lagrange_weights_at_zero(xs)
     present = set(xs)
