@@ -76,27 +76,43 @@ class Crash(Exception):
     """Not a CohortError: it ends a site agent's thread, as a killed process stops."""
 
 
-def dies_at_masked_input(begin: Callable) -> Callable:
-    """A site that stops (for good) when it is handed the others' shares, before its masked
-    input leaves: a dropout the round must survive."""
-    def make(round_id, body):
-        inner = begin(round_id, body)
+def scripted(act: Callable) -> Callable:
+    """A site whose participant answers each message (after ``start``) with ``act(n, inner,
+    data)``: n counts the round's messages from 1, ``inner`` is the real participant. Anything
+    else the agent asks of the participant is the real one's."""
+    def wrap(begin: Callable) -> Callable:
+        def make(round_id, body):
+            inner = begin(round_id, body)
 
-        class Dying:
-            calls = 0
+            class Scripted:
+                calls = 0
 
-            def start(self):
-                return inner.start()
+                def start(self):
+                    return inner.start()
 
-            def on_message(self, data):
-                Dying.calls += 1
-                if Dying.calls == 3:  # roster, nonces, then the delivery of the others' shares
-                    raise Crash("killed")
-                return inner.on_message(data)
+                def on_message(self, data):
+                    self.calls += 1
+                    return act(self.calls, inner, data)
 
-        return Dying()
+                def __getattr__(self, name):
+                    return getattr(inner, name)
 
-    return make
+            return Scripted()
+
+        return make
+
+    return wrap
+
+
+def _dies_third(n: int, inner, data):
+    if n == 3:  # roster, nonces, then the delivery of the others' shares
+        raise Crash("killed")
+    return inner.on_message(data)
+
+
+dies_at_masked_input = scripted(_dies_third)
+"""A site that stops (for good) when it is handed the others' shares, before its masked input
+leaves: a dropout the round must survive."""
 
 
 def deploy(out: Path, *, sites: int = 3, rounds: int = 2, die: str | None = None,

@@ -18,6 +18,7 @@ from clients.deployed import SiteWorker, load_site_data
 from clients.models import ModelKind
 from cohort.contract import MODELS, Job, LocalTraining, RoundWork, StrategyName, parse_job
 from coordinator.job import JobRunner
+from net_deploy import Crash, dies_at_masked_input, scripted
 from net_pki import make_consortium
 from net_round import open_secagg_round, round_config, start_service
 from privacy import Budget, Mechanism, ReleaseStatus, SiteLedger
@@ -98,7 +99,7 @@ def _run(pki, tmp, job, n=3, policies=None, wrap=None, store=None):
         def go(c):
             try:
                 reports[c] = agents[c].run()
-            except _Crash:
+            except Crash:
                 pass  # the site "died": no report
             finally:
                 agents[c].close()
@@ -196,35 +197,10 @@ def test_a_site_whose_policy_forbids_the_strategy_refuses_before_computing(pki,
     assert result.rounds[0].participants == 3  # the round completed without it
 
 
-class _Crash(Exception):
-    """Not a CohortError: it kills the agent's thread, as a crashed process would stop."""
-
-
-def _dies_at_masked_input(begin):
-    def make(round_id, body):
-        inner = begin(round_id, body)
-
-        class Dying:
-            calls = 0
-
-            def start(self):
-                return inner.start()
-
-            def on_message(self, data):
-                Dying.calls += 1
-                if Dying.calls == 3:  # the delivery of the others' shares: masked input next
-                    raise _Crash("killed")
-                return inner.on_message(data)
-
-        return Dying()
-
-    return make
-
-
 def test_a_site_dying_mid_round_is_a_dropout_and_the_job_goes_on(pki, tmp_path) -> None:
     job = _job(rounds=2, stage_timeout=2.0, min_sites=4)
     result, workers, agents, reports, _ = _run(pki, tmp_path, job, n=4,
-                                               wrap={4: _dies_at_masked_input})
+                                               wrap={4: dies_at_masked_input})
     first, second = result.rounds
     assert (first.participants, first.planned, first.dropouts) == (3, 4, ["site-4"])
     assert (second.participants, second.planned, second.dropouts) == (3, 3, [])
@@ -235,28 +211,9 @@ def test_a_site_dying_mid_round_is_a_dropout_and_the_job_goes_on(pki, tmp_path) 
         assert [e.included for e in workers[c].log] == [True, True]
 
 
-def _withholds_its_nonce(begin):
-    """A corrupt site: it advertises its keys every round, then never opens its graph nonce
-    (the reveal step gets nothing from it), and keeps polling for the next round."""
-    def make(round_id, body):
-        inner = begin(round_id, body)
-
-        class Withholding:
-            calls = 0
-
-            def start(self):
-                return inner.start()
-
-            def on_message(self, data):
-                self.calls += 1
-                return None if self.calls == 1 else inner.on_message(data)
-
-            def __getattr__(self, name):
-                return getattr(inner, name)
-
-        return Withholding()
-
-    return make
+# A corrupt site: it advertises its keys every round, then never opens its graph nonce (the
+# reveal step gets nothing from it), and keeps polling for the next round.
+_withholds_its_nonce = scripted(lambda n, inner, data: None if n == 1 else inner.on_message(data))
 
 
 @pytest.mark.parametrize("planted", [False, True])
@@ -431,7 +388,7 @@ def test_cohort_status_reads_the_state_file_of_a_job(pki, tmp_path) -> None:
                     '[privacy]\nmode = "distributed"\nnoise_multiplier = 0.5\n')
     job = _job(rounds=2, stage_timeout=2.0, min_sites=4)
     result, workers, agents, reports, _ = _run(pki, tmp_path, job, n=4, store=store,
-                                               wrap={4: _dies_at_masked_input})
+                                               wrap={4: dies_at_masked_input})
     store.close()
     report = job_status(state)
     assert [r["state"] for r in report["rounds"]] == ["done", "done"]
