@@ -43,8 +43,8 @@ from tqdm import tqdm  # noqa: E402
 from clients.agent import site_tls_context  # noqa: E402
 from clients.connection import CoordinatorConnection, TransportError  # noqa: E402
 from coordinator.provision import parse_consortium, provision  # noqa: E402
-from net_deploy import consortium_toml  # noqa: E402
-from net_procs import free_port, query_state, stage_reached  # noqa: E402
+from net_procs import (consortium_toml, free_port, policy_toml, query_state,  # noqa: E402
+                       stage_reached)
 
 STAGES = ("advertise_keys", "share_keys", "masked_input", "consistency_check", "unmask")
 
@@ -55,15 +55,6 @@ def _job(rounds: int, model: str) -> str:
             '[privacy]\nmode = "distributed"\nnoise_multiplier = 0.5\nclip_norm = 2.0\n'
             '[secagg]\nmodulus_bits = 32\n'
             '[timeouts]\nstage = 120\njoin = 600\npoll_hold = 1\n')
-
-
-POLICY = """allowed_strategies = ["fedavg"]
-min_participants = 2
-require_secure_aggregation = true
-[privacy_budget]
-epsilon = 1000.0
-delta = 1e-5
-"""
 
 
 def _wait(what: str, check, until: float, procs: list[subprocess.Popen], poll: float = 0.005):
@@ -105,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         kits = tmp / "kits"
         provision(parse_consortium(consortium_toml(args.sites)), kits)
         for i in range(1, args.sites + 1):
-            (kits / f"site-{i}" / "policy.toml").write_text(POLICY)
+            (kits / f"site-{i}" / "policy.toml").write_text(policy_toml(2))
         (tmp / "job.toml").write_text(_job(args.rounds, args.model))
         out, state, port_file = tmp / "out", tmp / "state.sqlite", tmp / "port"
         port = free_port()

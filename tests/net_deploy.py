@@ -30,15 +30,10 @@ from coordinator.job import JobRunner
 from coordinator.provision import parse_consortium, provision
 from coordinator.service import CoordinatorService, create_app, serve_in_thread, server_context
 from coordinator.service.store import CoordinatorStore
+from net_procs import consortium_toml
 from privacy import Budget, SiteLedger
 
 SEED = 5
-
-
-def consortium_toml(n: int) -> str:
-    return ('[consortium]\nname = "audit"\n[admin]\nname = "Admin"\nemail = "a@example.org"\n'
-            '[coordinator]\nhosts = ["127.0.0.1", "localhost"]\nport = 8443\n'
-            + "".join(f'\n[[sites]]\nname = "site-{i}"\n' for i in range(1, n + 1)))
 
 
 def job_toml(*, rounds: int, sites: int, stage_timeout: float, malicious: bool = True,

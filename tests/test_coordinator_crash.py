@@ -24,23 +24,9 @@ from pathlib import Path
 import pytest
 
 from coordinator.provision import parse_consortium, provision
-from net_procs import free_port, stage_reached
+from net_procs import consortium_toml, free_port, policy_toml, stage_reached
 
 ROOT = Path(__file__).resolve().parents[1]
-
-CONSORTIUM = """[consortium]
-name = "crash"
-[admin]
-name = "a"
-[coordinator]
-hosts = ["127.0.0.1"]
-[[sites]]
-name = "site-1"
-[[sites]]
-name = "site-2"
-[[sites]]
-name = "site-3"
-"""
 
 JOB = """[job]
 name = "crash"
@@ -62,13 +48,6 @@ join = 120
 poll_hold = 1
 """
 
-POLICY = """allowed_strategies = ["fedavg"]
-min_participants = 3
-require_secure_aggregation = true
-[privacy_budget]
-epsilon = 1000.0
-delta = 1e-5
-"""
 
 
 def _env() -> dict:
@@ -85,9 +64,9 @@ def _serve(kits: Path, out: Path, port: int, log) -> subprocess.Popen:
 
 def _job(tmp: Path, *, kill_at: str | None) -> tuple[dict, dict]:
     kits = tmp / "kits"
-    provision(parse_consortium(CONSORTIUM), kits)
+    provision(parse_consortium(consortium_toml(3)), kits)
     for i in (1, 2, 3):
-        (kits / f"site-{i}" / "policy.toml").write_text(POLICY)
+        (kits / f"site-{i}" / "policy.toml").write_text(policy_toml(3))
     (tmp / "job.toml").write_text(JOB)
     out = tmp / "out"
     port = free_port()

@@ -27,6 +27,7 @@ from coordinator.service.connections import ConnectionLimits
 from coordinator.service.ratelimit import (RateLimit, SiteRateLimiter, rate_for_poll_hold)
 from coordinator.service.roster import FileRoster
 from net_pki import make_consortium
+from net_procs import consortium_toml
 from net_round import (SecAggHost, SecAggParticipant, inputs_for, make_agent,
                        open_secagg_round, round_config, run_agents)
 from secagg import RoundConfig, SecAggClient, SecAggServer, envelope
@@ -344,23 +345,6 @@ def test_the_agent_waits_at_least_retry_after(pki) -> None:
 
 
 # -- revocation in the consortium's signed roster ------------------------------------------------
-CONSORTIUM = """[consortium]
-name = "hostile"
-[admin]
-name = "a"
-[coordinator]
-hosts = ["127.0.0.1", "localhost"]
-[[sites]]
-name = "site-1"
-[[sites]]
-name = "site-2"
-[[sites]]
-name = "site-3"
-[[sites]]
-name = "site-4"
-"""
-
-
 class _Kit:
     """A provisioned site kit in the shape the net helpers take (net_pki.SiteKit)."""
 
@@ -415,7 +399,7 @@ def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(
 
     monkeypatch.setattr(rounds_module, "_PLANT_WAIT_FOR_REVOKED", planted)
     kits = tmp_path / "kits"
-    consortium = parse_consortium(CONSORTIUM)
+    consortium = parse_consortium(consortium_toml(4))
     provision(consortium, kits)
     pki = _Provisioned(kits)
     roster = FileRoster(kits / "coordinator" / "roster.json", pki.ca)
@@ -467,7 +451,7 @@ def test_a_site_revoked_in_the_signed_roster_is_refused_from_its_next_request(
 
 def test_a_roster_file_that_does_not_verify_is_not_taken(tmp_path) -> None:
     kits = tmp_path / "kits"
-    consortium = parse_consortium(CONSORTIUM)
+    consortium = parse_consortium(consortium_toml(4))
     provision(consortium, kits)
     pki = _Provisioned(kits)
     path = kits / "coordinator" / "roster.json"
@@ -499,7 +483,7 @@ def test_a_roster_that_is_never_re_read_lets_a_revoked_site_in(tmp_path, monkeyp
     """Planted defect (CONVENTIONS 12): a service that keeps the roster it started with. The
     revoked site's next request is served: the revocation test above can fail."""
     kits = tmp_path / "kits"
-    consortium = parse_consortium(CONSORTIUM)
+    consortium = parse_consortium(consortium_toml(4))
     provision(consortium, kits)
     pki = _Provisioned(kits)
     monkeypatch.setattr(FileRoster, "refresh", lambda self: False)
