@@ -296,6 +296,18 @@ class JobRunner:
         return sorted(c for c in self.sites if now - seen.get(c, -1e18) <= within
                       and seen.get(c, -1e18) > self._gone.get(c, -1e18))
 
+    def _await_fresh(self, within: float) -> list[int]:
+        """:meth:`_fresh`, waiting up to ``within`` seconds for two sites: the silent sites of a
+        round that just ended are asked again only once they have polled since, and a round
+        whose every site was slow ends before any of them has (stopping the job then would
+        stop it for sites that are still there)."""
+        until = time.monotonic() + within
+        while True:
+            fresh = self._fresh(within)
+            if len(fresh) >= 2 or time.monotonic() >= until or self.stop.is_set():
+                return fresh
+            time.sleep(0.05)
+
     def _unbenched(self, r: int, fresh: list[int]) -> list[int]:
         """``fresh`` less the sites benched for round ``r`` (see ``_MAX_BENCH``); all of
         ``fresh`` if benching would leave fewer than two, since a round needs two."""
@@ -360,7 +372,7 @@ class JobRunner:
                     if self.on_round is not None:
                         self.on_round(metrics)
                     continue
-                cohort = self._unbenched(r, self._fresh(stale))
+                cohort = self._unbenched(r, self._await_fresh(stale))
                 if len(cohort) < 2:
                     result.stopped = f"stopped before round {r}: fewer than 2 sites connected"
                     break
