@@ -56,7 +56,7 @@ def honest(tmp_path_factory) -> Path:
     """Four sites, two rounds, malicious-server mode with distributed DP; site-4 dies in
     round 1 before its masked input leaves (a dropout: 3 of 4 summed, a noise shortfall)."""
     return deploy(tmp_path_factory.mktemp("honest") / "job", sites=4, die="site-4",
-                  stage_timeout=2.0)
+                  stage_timeout=5.0)
 
 
 def _kit(state: Path) -> Path:
